@@ -1,0 +1,5 @@
+import sys
+
+from batchlabel.cli import main
+
+sys.exit(main())

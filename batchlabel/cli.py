@@ -1,0 +1,179 @@
+"""The ``batchlabel`` command line.
+
+The config is read and validated here, once, and the typed :class:`~batchlabel.config.Config` is passed down to each
+subcommand's implementation. Each implementation is a function ``(config, args) -> exit code`` in a ``commands`` module
+of its package, imported only when that subcommand runs (``batchlabel --help`` stays fast and torch-free).
+
+Exit codes: 0 success, 1 some work failed (each failure reported), 2 config or usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from batchlabel import __version__
+from batchlabel.config import Config, ConfigError, load_config
+
+log = logging.getLogger("batchlabel")
+
+EXIT_OK = 0
+EXIT_FAILURES = 1
+EXIT_CONFIG = 2
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    name: str
+    summary: str
+    target: str  # "module:function", the function takes (config, args) and returns an exit code
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print a machine-readable JSON summary on stdout")
+
+
+def _encode_arguments(parser: argparse.ArgumentParser) -> None:
+    _json_flag(parser)
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    _json_flag(parser)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+
+
+def _watch_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--summary-every-s", type=float, default=60.0, help="seconds between summary log lines")
+
+
+def _status_arguments(parser: argparse.ArgumentParser) -> None:
+    _json_flag(parser)
+
+
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="override serve.host")
+    parser.add_argument("--port", type=int, help="override serve.port")
+
+
+def _build_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from-export", metavar="FILE", help="read a Label Studio JSON export instead of the project")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default: dataset.out)")
+    parser.add_argument("--val-fraction", type=float, help="fraction of images in val (default: dataset.val_fraction)")
+    parser.add_argument("--seed", type=int, help="split seed (default: dataset.seed)")
+    parser.add_argument("--template", choices=["mask-rcnn_r50_fpn", "rtmdet-ins_s"], help="mmdetection config template")
+    parser.add_argument("--segmentation", choices=["rle", "polygon"], default="rle", help="COCO segmentation format")
+    parser.add_argument("--keep-empty", action="store_true", help="keep images without objects as negatives")
+    parser.add_argument("--mask-boxes", action="store_true", help="turn box-only objects into SAM masks")
+    parser.add_argument("--preview", type=int, default=0, metavar="N", help="also render N preview overlays")
+    parser.add_argument("--if-changed", action="store_true", help="rebuild only when annotations changed")
+    _json_flag(parser)
+
+
+def _preview_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset_dir", metavar="DIR", help="a folder written by build-dataset")
+    parser.add_argument("--limit", type=int, default=16, help="at most this many overlays")
+
+
+def _export_onnx_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", metavar="DIR", help="output folder (default: <cache.dir>/onnx)")
+
+
+def _up_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-watch", action="store_true", help="do not start the ingestion daemon")
+
+
+SUBCOMMANDS: tuple[Subcommand, ...] = (
+    Subcommand("check", "validate the config, reach Label Studio, find the model files; print a report",
+               "batchlabel.check:check_command"),
+    Subcommand("encode", "compute SAM embeddings for every image under the document root into the store",
+               "batchlabel.infer.commands:encode_command", _encode_arguments),
+    Subcommand("run", "one ingestion pass: new images -> tasks -> embeddings -> pre-annotations, then exit",
+               "batchlabel.ingest.commands:run_command", _run_arguments),
+    Subcommand("watch", "ingestion daemon: watch the document root and keep Label Studio up to date",
+               "batchlabel.ingest.commands:watch_command", _watch_arguments),
+    Subcommand("status", "counts per stage, failures with reasons, store size, Label Studio reachability",
+               "batchlabel.ingest.commands:status_command", _status_arguments),
+    Subcommand("serve", "Label Studio ML backend: interactive Point2Label/Bbox2Label on cached embeddings",
+               "batchlabel.serve.commands:serve_command", _serve_arguments),
+    Subcommand("build-dataset", "export annotations as a COCO RLE dataset with a train/val split and mmdet config",
+               "batchlabel.dataset.commands:build_dataset_command", _build_dataset_arguments),
+    Subcommand("preview", "render mask/box overlays and a contact sheet for a built dataset",
+               "batchlabel.dataset.commands:preview_command", _preview_arguments),
+    Subcommand("export-onnx", "export the configured model's encoder and decoder to ONNX for the fast CPU path",
+               "batchlabel.infer.commands:export_onnx_command", _export_onnx_arguments),
+    Subcommand("up", "the whole stack: embedded Label Studio, project, ML backend and the watcher",
+               "batchlabel.up:up_command", _up_arguments),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batchlabel",
+        description="Turn a folder of images into a SAM pre-annotated Label Studio project and a COCO RLE dataset.",
+    )
+    parser.add_argument("--version", action="version", version=f"batchlabel {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in SUBCOMMANDS:
+        child = sub.add_parser(command.name, help=command.summary, description=command.summary)
+        child.add_argument("config", metavar="CONFIG", help="path to a batchlabel YAML config")
+        if command.add_arguments is not None:
+            command.add_arguments(child)
+        child.set_defaults(subcommand=command)
+    return parser
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if verbose < 2:
+        for noisy in ("httpx", "httpcore", "urllib3", "watchdog", "PIL"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _resolve(target: str) -> Callable[[Config, argparse.Namespace], int]:
+    module_name, function_name = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+        function = getattr(module, function_name)
+    except (ImportError, AttributeError):
+        module = None
+        function = None
+    if function is None:
+        raise NotImplementedError(target)
+    return function  # type: ignore[no-any-return]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose, args.quiet)
+    command: Subcommand = args.subcommand
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"batchlabel {command.name}: config error\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        function = _resolve(command.target)
+    except NotImplementedError:
+        print(f"batchlabel {command.name}: not implemented yet in this version", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return int(function(config, args))
+    except ConfigError as exc:
+        print(f"batchlabel {command.name}: config error\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        log.info("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

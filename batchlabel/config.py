@@ -1,0 +1,308 @@
+"""Typed, validated batchlabel configuration.
+
+A config is a YAML file read **once** at the command-line entry point (:func:`load_config`) and passed down as an
+immutable :class:`Config`. Nothing else in batchlabel reads the environment or the YAML.
+
+Rules:
+- ``${VAR}`` and ``${VAR:-default}`` inside string values are replaced from the environment (secrets such as the
+  Label Studio API key never have to live in the file). An unset variable with no default becomes ``null``.
+- Relative paths are relative to the folder holding the config file.
+- Unknown keys are errors; every error names the file, the key path and what was expected, e.g.
+  ``configs/cats.yaml: model.batch_size: expected a positive integer, got 'eight'``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+MODEL_NAMES = ("sam_vit_b", "sam_vit_l", "sam_vit_h", "mobile_sam", "litemedsam")
+OUTPUT_KINDS = ("brush", "polygon", "rectangle")
+
+
+class ConfigError(Exception):
+    """A config problem a user can act on. ``str(error)`` is the whole message, one problem per line."""
+
+    exit_code = 2
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class StorageConfig(_Section):
+    root: Path = Field(description="Label Studio local-files document root; watched for images")
+    include: tuple[str, ...] = ("**/*.jpg", "**/*.jpeg", "**/*.png")
+    exclude: tuple[str, ...] = ()
+    stable_s: float = Field(default=1.0, ge=0, description="a file counts once size and mtime are unchanged this long")
+
+
+class EmbeddedLabelStudioConfig(_Section):
+    data_dir: Path | None = Field(default=None, description="default: <cache.dir>/label-studio")
+    port: int = Field(default=8080, gt=0, lt=65536)
+    username: str = "admin@example.com"
+    password: str | None = None
+    venv: Path | None = Field(default=None, description="Label Studio's own venv; default: .venv-ls next to the repo")
+
+
+class LabelStudioConfig(_Section):
+    url: str | None = None
+    api_key: str | None = None
+    project: str = "batchlabel"
+    labels: tuple[str, ...] = ()
+    label_config: Path | None = None
+    embedded: EmbeddedLabelStudioConfig = EmbeddedLabelStudioConfig()
+    timeout_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _labels_or_config(self) -> LabelStudioConfig:
+        if not self.labels and self.label_config is None:
+            raise ValueError("expected `labels` (a list of class names) or `label_config` (a path to an XML file)")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"labels must be unique, got {list(self.labels)}")
+        return self
+
+
+class ModelConfig(_Section):
+    name: Literal["sam_vit_b", "sam_vit_l", "sam_vit_h", "mobile_sam", "litemedsam"] = "sam_vit_b"
+    checkpoint: str = Field(default="auto", description="auto | a path | random (tests only)")
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    backend: Literal["auto", "torch", "onnx"] = "auto"
+    batch_size: int = Field(default=8, gt=0)
+    max_wait_ms: float = Field(default=50.0, ge=0)
+    weights_dir: Path | None = Field(default=None, description="where downloaded checkpoints go; default ~/.cache")
+    download_url: str | None = Field(default=None, description="override the official checkpoint URL (mirrors)")
+    allow_random_weights: bool = Field(default=False, description="test-only: permit checkpoint: random")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda|cuda:\d+", value):
+            raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _random_needs_switch(self) -> ModelConfig:
+        if self.checkpoint == "random" and not self.allow_random_weights:
+            raise ValueError("checkpoint: random is for tests only; set allow_random_weights: true to permit it")
+        return self
+
+
+class PreannotateConfig(_Section):
+    mode: Literal["everything", "boxes", "points", "none"] = "everything"
+    default_label: str | None = None
+    outputs: tuple[Literal["brush", "polygon", "rectangle"], ...] = ("brush", "rectangle")
+    min_score: float = Field(default=0.88, ge=0, le=1, description="minimum predicted IoU of a kept mask")
+    stability_score_thresh: float = Field(default=0.92, ge=0, le=1)
+    points_per_side: int = Field(default=16, gt=0)
+    min_area_px: int = Field(default=100, ge=0)
+    max_masks: int = Field(default=50, gt=0)
+    polygon_tolerance_px: float = Field(default=1.5, ge=0)
+    boxes_from: tuple[Literal["tasks", "coco", "sidecar"], ...] = ("tasks",)
+    coco_file: Path | None = None
+
+
+class CacheConfig(_Section):
+    dir: Path = Path(".batchlabel")
+    max_gb: float = Field(default=50.0, gt=0)
+
+
+class ServeConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8003, gt=0, lt=65536)
+    username: str | None = None
+    password: str | None = None
+    allow_remote_urls: bool = False
+    max_request_mb: float = Field(default=20.0, gt=0)
+    multimask: bool = False
+
+    @model_validator(mode="after")
+    def _auth_pair(self) -> ServeConfig:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("set both username and password for HTTP basic auth, or neither")
+        return self
+
+
+class DatasetConfig(_Section):
+    out: Path = Path("dataset")
+    template: Literal["mask-rcnn_r50_fpn", "rtmdet-ins_s"] = "mask-rcnn_r50_fpn"
+    val_fraction: float = Field(default=0.2, ge=0, lt=1)
+    seed: int = 0
+
+
+class Config(_Section):
+    storage: StorageConfig
+    label_studio: LabelStudioConfig
+    model: ModelConfig = ModelConfig()
+    preannotate: PreannotateConfig = PreannotateConfig()
+    cache: CacheConfig = CacheConfig()
+    serve: ServeConfig = ServeConfig()
+    dataset: DatasetConfig = DatasetConfig()
+    source: Path | None = Field(default=None, description="the file this config was read from (set by the loader)")
+
+    @model_validator(mode="after")
+    def _default_label_known(self) -> Config:
+        pre = self.preannotate
+        if pre.default_label is not None and self.label_studio.labels and pre.default_label not in self.label_studio.labels:
+            raise ValueError(
+                f"preannotate.default_label {pre.default_label!r} is not one of label_studio.labels "
+                f"{list(self.label_studio.labels)}"
+            )
+        return self
+
+    @property
+    def embedded_label_studio(self) -> bool:
+        """True when batchlabel starts its own Label Studio (``label_studio.url`` is null)."""
+        return self.label_studio.url is None
+
+    @property
+    def label_studio_data_dir(self) -> Path:
+        return self.label_studio.embedded.data_dir or (self.cache.dir / "label-studio")
+
+    @property
+    def journal_path(self) -> Path:
+        return self.cache.dir / "journal.sqlite3"
+
+    @property
+    def embeddings_dir(self) -> Path:
+        return self.cache.dir / "embeddings"
+
+
+def _interpolate(value: Any, environ: dict[str, str]) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a parsed YAML tree."""
+    if isinstance(value, dict):
+        return {key: _interpolate(item, environ) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(item, environ) for item in value]
+    if not isinstance(value, str):
+        return value
+    whole = ENV_PATTERN.fullmatch(value)
+    if whole:
+        name, default = whole.group(1), whole.group(2)
+        return environ.get(name, default)
+
+    def substitute(match: re.Match[str]) -> str:
+        return environ.get(match.group(1), match.group(2) or "")
+
+    return ENV_PATTERN.sub(substitute, value)
+
+
+_PATH_KEYS = (
+    ("storage", "root"),
+    ("label_studio", "label_config"),
+    ("label_studio", "embedded", "data_dir"),
+    ("label_studio", "embedded", "venv"),
+    ("model", "weights_dir"),
+    ("preannotate", "coco_file"),
+    ("cache", "dir"),
+    ("dataset", "out"),
+)
+
+
+def _resolve_relative_paths(config: Config, base: Path) -> Config:
+    """Return a copy of ``config`` whose relative paths are anchored at ``base`` (the config file's folder)."""
+    data = config.model_dump()
+    for key_path in _PATH_KEYS:
+        node = data
+        for key in key_path[:-1]:
+            node = node[key]
+        value = node[key_path[-1]]
+        if value is not None and not Path(value).expanduser().is_absolute():
+            node[key_path[-1]] = (base / value).resolve()
+        elif value is not None:
+            node[key_path[-1]] = Path(value).expanduser()
+    checkpoint = data["model"]["checkpoint"]
+    if checkpoint not in ("auto", "random") and not Path(checkpoint).expanduser().is_absolute():
+        data["model"]["checkpoint"] = str((base / checkpoint).resolve())
+    return Config.model_validate(data)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    kind = error["type"]
+    given = error.get("input")
+    ctx = error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return "unknown key (check the spelling; see configs/cats.yaml for every key)"
+    if kind == "missing":
+        return "required key is missing"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"expected an integer, got {given!r}"
+    if kind in ("float_parsing", "float_type"):
+        return f"expected a number, got {given!r}"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"expected true or false, got {given!r}"
+    if kind == "greater_than":
+        what = "a positive number" if ctx.get("gt") == 0 else f"a number greater than {ctx.get('gt')}"
+        return f"expected {what}, got {given!r}"
+    if kind in ("greater_than_equal", "less_than", "less_than_equal"):
+        return f"{error['msg'].replace('Input should be', 'expected')}, got {given!r}"
+    if kind == "literal_error":
+        return f"expected one of {ctx.get('expected')}, got {given!r}"
+    if kind in ("string_type", "path_type"):
+        return f"expected a string, got {given!r}"
+    if kind in ("tuple_type", "list_type"):
+        return f"expected a list, got {given!r}"
+    if kind == "model_type" or kind == "dict_type":
+        return f"expected a mapping of keys, got {given!r}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    return f"{error['msg']}, got {given!r}"
+
+
+def _positive_int_message(error: dict[str, Any], message: str) -> str:
+    """Say 'a positive integer' for integer keys that must be > 0 (the most common user typo)."""
+    loc = error["loc"]
+    node: Any = Config
+    field = None
+    for part in loc:
+        fields = getattr(node, "model_fields", None)
+        if not fields or part not in fields:
+            return message
+        field = fields[part]
+        node = field.annotation
+    if field is not None and field.annotation is int and any(getattr(m, "gt", None) == 0 for m in field.metadata):
+        return f"expected a positive integer, got {error.get('input')!r}"
+    return message
+
+
+def parse_config(raw: Any, *, source: str, base_dir: Path, environ: dict[str, str] | None = None) -> Config:
+    """Validate an already-parsed YAML tree. Raises :class:`ConfigError` listing every problem."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    data = _interpolate(raw, dict(os.environ) if environ is None else environ)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+            lines.append(f"{source}: {key}: {_positive_int_message(error, _describe(error))}")
+        raise ConfigError("\n".join(lines)) from None
+    config = _resolve_relative_paths(config, base_dir)
+    return config.model_copy(update={"source": Path(source)})
+
+
+def load_config(path: str | os.PathLike[str], *, environ: dict[str, str] | None = None) -> Config:
+    """Read, interpolate and validate a YAML config file. Raises :class:`ConfigError` with file and key names."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    return parse_config(raw, source=str(path), base_dir=path.resolve().parent, environ=environ)
