@@ -151,7 +151,8 @@ class Config(_Section):
     @model_validator(mode="after")
     def _default_label_known(self) -> Config:
         pre = self.preannotate
-        if pre.default_label is not None and self.label_studio.labels and pre.default_label not in self.label_studio.labels:
+        labels = self.label_studio.labels
+        if pre.default_label is not None and labels and pre.default_label not in labels:
             raise ValueError(
                 f"preannotate.default_label {pre.default_label!r} is not one of label_studio.labels "
                 f"{list(self.label_studio.labels)}"

@@ -27,7 +27,7 @@ _SERVED: dict[str, Any] = {}
 
 @dataclass
 class LiveLabelStudio:
-    """A running Label Studio: ``url``, legacy-token ``api_key``, SDK ``client`` and its local-files ``document_root``."""
+    """A running Label Studio: ``url``, legacy-token ``api_key``, SDK ``client``, local-files ``document_root``."""
 
     url: str
     api_key: str

@@ -237,7 +237,9 @@ class EmbeddedLabelStudio:
                 bound = self._read_bound_port(log_offset)
                 if bound is not None and bound != port:
                     self.stop()
-                    raise LabelStudioStartError(f"port {port} was busy and Label Studio moved to {bound}; pick a free port")
+                    raise LabelStudioStartError(
+                        f"port {port} was busy and Label Studio moved to {bound}; pick a free port"
+                    )
             if bound is not None:
                 with contextlib.suppress(httpx.HTTPError):
                     response = httpx.get(f"http://127.0.0.1:{bound}/health/", timeout=2.0)
@@ -274,7 +276,9 @@ class EmbeddedLabelStudio:
         self.stop()
 
 
-TEMPLATE_CREDENTIALS = Credentials(username="admin@example.com", password="batchlabel-test", api_key="batchlabel-test-token")
+TEMPLATE_CREDENTIALS = Credentials(
+    username="admin@example.com", password="batchlabel-test", api_key="batchlabel-test-token"
+)
 
 
 def default_template_dir() -> Path:
