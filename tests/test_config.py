@@ -1,0 +1,101 @@
+"""Config loading: interpolation, relative paths, and errors that name the file, the key and what was expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from batchlabel.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, data: dict, name: str = "cfg.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def minimal(**overrides: dict) -> dict:
+    data: dict = {"storage": {"root": "images"}, "label_studio": {"labels": ["cat", "person"]}}
+    for key, value in overrides.items():
+        data.setdefault(key, {}).update(value)
+    return data
+
+
+def test_worked_example_validates_and_resolves_paths_next_to_the_config() -> None:
+    config = load_config(REPO / "configs" / "cats.yaml", environ={})
+    assert config.storage.root == REPO / "data" / "cats"
+    assert config.cache.dir == REPO / ".batchlabel"
+    assert config.label_studio.labels == ("cat", "person")
+    assert config.label_studio.url is None and config.embedded_label_studio
+    assert config.model.batch_size == 8
+
+
+def test_env_interpolation_keeps_secrets_out_of_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, minimal(label_studio={"api_key": "${LS_KEY}", "url": "${LS_URL:-http://127.0.0.1:8080}"}))
+    config = load_config(path, environ={"LS_KEY": "s3cret"})
+    assert config.label_studio.api_key == "s3cret"
+    assert config.label_studio.url == "http://127.0.0.1:8080"
+    unset = load_config(path, environ={})
+    assert unset.label_studio.api_key is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"model": {"batch_size": "eight"}}, "model.batch_size: expected a positive integer, got 'eight'"),
+        ({"model": {"batch_size": 0}}, "model.batch_size: expected a positive integer, got 0"),
+        ({"model": {"bach_size": 4}}, "model.bach_size: unknown key"),
+        ({"model": {"name": "sam_vit_q"}}, "model.name: expected one of"),
+        ({"model": {"device": "gpu"}}, "model.device: expected auto, cpu, cuda or cuda:N, got 'gpu'"),
+        ({"model": {"checkpoint": "random"}}, "checkpoint: random is for tests only"),
+        ({"preannotate": {"outputs": ["mask"]}}, "preannotate.outputs.0: expected one of"),
+        ({"preannotate": {"min_score": 2}}, "preannotate.min_score: expected less than or equal to 1, got 2"),
+        ({"preannotate": {"default_label": "dog"}}, "preannotate.default_label 'dog' is not one of"),
+        ({"serve": {"username": "ann"}}, "serve: set both username and password"),
+        ({"dataset": {"val_fraction": 1.5}}, "dataset.val_fraction: expected less than 1, got 1.5"),
+        ({"storage": {"include": "*.jpg"}}, "storage.include: expected a list, got '*.jpg'"),
+    ],
+)
+def test_errors_name_file_key_and_expectation(tmp_path: Path, overrides: dict, expected: str) -> None:
+    path = write(tmp_path, minimal(**overrides))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert str(path) in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_unknown_section_and_missing_root_are_reported_together(tmp_path: Path) -> None:
+    path = write(tmp_path, {"storage": {}, "label_studio": {"labels": ["cat"]}, "modle": {}})
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    message = str(info.value)
+    assert f"{path}: storage.root: required key is missing" in message
+    assert f"{path}: modle: unknown key" in message
+
+
+def test_labels_or_label_config_required(tmp_path: Path) -> None:
+    path = write(tmp_path, {"storage": {"root": "x"}, "label_studio": {}})
+    with pytest.raises(ConfigError, match="label_studio: expected `labels`"):
+        load_config(path, environ={})
+
+
+def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("storage:\n  root: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml: not valid YAML \(line"):
+        load_config(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_config_is_immutable(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, minimal()), environ={})
+    with pytest.raises(Exception, match="frozen"):
+        config.model.batch_size = 3  # type: ignore[misc]
