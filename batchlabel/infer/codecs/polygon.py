@@ -1,0 +1,152 @@
+"""Polygons from masks and back, with holes and several parts; Label Studio percent points.
+
+Coordinate convention: **pixel corners**. A point is ``(x, y)`` in pixels of the image as displayed (after EXIF
+orientation) where pixel ``(row r, column c)`` covers ``[c, c + 1) x [r, r + 1)``, so its centre is
+``(c + 0.5, r + 0.5)``; Label Studio's percent points use the same continuous frame (``x% = 100 * x / width``).
+
+:func:`mask_to_polygons` traces the **centres of the boundary pixels** (OpenCV ``findContours``), so a polygon lies up
+to half a pixel inside the pixel-edge outline of the mask. :func:`polygons_to_mask` is its inverse: it fills, with the
+even-odd rule, every pixel whose centre is inside the polygons *or on their edges* (OpenCV ``fillPoly``), so
+``polygons_to_mask(mask_to_polygons(mask, tolerance_px=0, min_area_px=0))`` gives back ``mask`` (exactly, apart
+from parts that have no area, such as 1-pixel-wide lines).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Fixed-point fraction bits used when rasterising float vertices with OpenCV.
+_SHIFT_BITS = 8
+
+
+@dataclass(frozen=True)
+class PolygonPart:
+    """One connected part of a mask: its outer boundary and the boundaries of its holes.
+
+    Each polygon is (N, 2) float64 XY pixel-corner coordinates (see the module docstring), N >= 3, not closed
+    (the last point is not a copy of the first).
+    """
+
+    outer: np.ndarray
+    holes: tuple[np.ndarray, ...] = field(default_factory=tuple)
+
+
+def _enclosed_pixels(contour: np.ndarray, *, is_hole: bool) -> float:
+    """Pixels a traced contour encloses, by Pick's theorem on the unsimplified contour (centre coordinates).
+
+    An outer contour runs over the part's own boundary pixels (count = area + boundary / 2 + 1); a hole's contour
+    runs over the object pixels around the hole (the hole's pixels are the interior: area - boundary / 2 + 1).
+    """
+    import cv2
+
+    area = abs(float(cv2.contourArea(contour)))
+    boundary = len(contour)
+    return area - boundary / 2 + 1 if is_hole else area + boundary / 2 + 1
+
+
+def mask_to_polygon_parts(
+    mask: np.ndarray, *, tolerance_px: float = 1.5, min_area_px: float = 4
+) -> list[PolygonPart]:
+    """Trace a (H, W) bool mask (nonzero = foreground) into parts, each an outer polygon and its holes.
+
+    ``tolerance_px``: Douglas-Peucker simplification tolerance in pixels (``cv2.approxPolyDP``); 0 keeps every
+    boundary pixel's centre (``CHAIN_APPROX_NONE``; straight runs are not merged). ``min_area_px``: parts enclosing
+    fewer pixels are dropped and holes of fewer pixels are filled. A contour that simplifies to fewer than 3 points
+    keeps its traced (unsimplified) outline; one with fewer than 3 points even then is dropped (a part without a
+    usable outer polygon is dropped with its holes).
+    Parts come in OpenCV's order (bottom-up scan), holes inside their part. An island inside a hole is a part
+    of its own.
+    """
+    import cv2
+
+    array = np.asarray(mask)
+    if array.ndim != 2:
+        raise ValueError(f"mask must be 2-D (H, W), got shape {array.shape}")
+    if tolerance_px < 0:
+        raise ValueError(f"tolerance_px must be >= 0, got {tolerance_px}")
+    if array.size == 0:
+        return []
+    binary = np.ascontiguousarray(array != 0, dtype=np.uint8)
+    contours, hierarchy = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+    if hierarchy is None:
+        return []
+    links = hierarchy.reshape(-1, 4)  # next, previous, first child, parent
+
+    def simplified(contour: np.ndarray, is_hole: bool) -> np.ndarray | None:
+        if _enclosed_pixels(contour, is_hole=is_hole) < min_area_px:
+            return None
+        if tolerance_px > 0:
+            approximated = cv2.approxPolyDP(contour, tolerance_px, closed=True)
+            if len(approximated) >= 3:  # a small part that simplifies away keeps its traced outline
+                contour = approximated
+        points = contour.reshape(-1, 2).astype(np.float64) + 0.5
+        return points if len(points) >= 3 else None
+
+    parts = []
+    for index, contour in enumerate(contours):
+        if links[index, 3] != -1:
+            continue  # a hole, handled with its parent
+        outer = simplified(contour, is_hole=False)
+        if outer is None:
+            continue
+        holes = []
+        child = int(links[index, 2])
+        while child != -1:
+            hole = simplified(contours[child], is_hole=True)
+            if hole is not None:
+                holes.append(hole)
+            child = int(links[child, 0])
+        parts.append(PolygonPart(outer=outer, holes=tuple(holes)))
+    return parts
+
+
+def mask_to_polygons(mask: np.ndarray, *, tolerance_px: float = 1.5, min_area_px: float = 4) -> list[np.ndarray]:
+    """Trace a (H, W) bool mask into polygons: outer boundaries **and** holes, each (N, 2) float64 XY pixel corners.
+
+    A multi-part object gives several outer polygons. Rasterise the list with :func:`polygons_to_mask` (even-odd
+    rule, so holes stay holes). See :func:`mask_to_polygon_parts` for ``tolerance_px`` and ``min_area_px``.
+    """
+    polygons: list[np.ndarray] = []
+    for part in mask_to_polygon_parts(mask, tolerance_px=tolerance_px, min_area_px=min_area_px):
+        polygons.append(part.outer)
+        polygons.extend(part.holes)
+    return polygons
+
+
+def polygons_to_mask(polygons: list[np.ndarray] | tuple[np.ndarray, ...], height: int, width: int) -> np.ndarray:
+    """Rasterise polygons ((N, 2) XY pixel corners each) into a (H, W) bool mask with the even-odd rule.
+
+    A pixel is set when its centre lies inside an odd number of polygons or on a polygon edge, which inverts
+    :func:`mask_to_polygons`. Polygons with fewer than 3 points are ignored; points outside the image are clipped
+    by the rasteriser.
+    """
+    import cv2
+
+    canvas = np.zeros((height, width), dtype=np.uint8)
+    scale = 1 << _SHIFT_BITS
+    fixed = []
+    for polygon in polygons:
+        points = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+        if len(points) < 3:
+            continue
+        fixed.append(np.round((points - 0.5) * scale).astype(np.int32))
+    if fixed:
+        cv2.fillPoly(canvas, fixed, 1, lineType=cv2.LINE_8, shift=_SHIFT_BITS)
+    return canvas.astype(bool)
+
+
+def polygon_to_percent(polygon: np.ndarray, width: int, height: int) -> list[list[float]]:
+    """(N, 2) XY pixel corners -> Label Studio ``points``: ``[[x%, y%], ...]`` in percent of width and height."""
+    points = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+    scaled = points * (100.0 / np.array([width, height], dtype=np.float64))
+    return scaled.tolist()
+
+
+def polygon_from_percent(points: list[list[float]] | np.ndarray, width: int, height: int) -> np.ndarray:
+    """Label Studio ``points`` ``[[x%, y%], ...]`` -> (N, 2) float64 XY pixel corners. Mirror of the above."""
+    array = np.asarray(points, dtype=np.float64)
+    if array.ndim != 2 or array.shape[1] != 2:
+        raise ValueError(f"polygon points must be a list of [x, y] pairs, got shape {array.shape}")
+    return array * (np.array([width, height], dtype=np.float64) / 100.0)
