@@ -54,8 +54,8 @@ class Prompt:
         points: ``(N, 2)`` float32 ``(x, y)`` pixels in the oriented image, or None.
         point_labels: ``(N,)`` int32, 1 = positive (foreground), 0 = negative (background); required with points.
         box: ``(4,)`` float32 ``XYXY`` pixels in the oriented image, or None.
-        mask_logits: ``(1, 256, 256)`` float32 low-res logits of a previous decode (``DecodedMasks.low_res_logits[i:i+1]``)
-            to refine, or None.
+        mask_logits: ``(1, 256, 256)`` float32 low-res logits of a previous decode to refine
+            (``DecodedMasks.low_res_logits[i : i + 1]``), or None.
     """
 
     points: np.ndarray | None = None
@@ -78,7 +78,9 @@ class Prompt:
             if labels.shape != (points.shape[0],):
                 raise ValueError(f"point_labels must have shape ({points.shape[0]},), got {labels.shape}")
             if not np.isin(labels, (0, 1)).all():
-                raise ValueError(f"point_labels must be 1 (positive) or 0 (negative), got {sorted(set(labels.tolist()))}")
+                raise ValueError(
+                    f"point_labels must be 1 (positive) or 0 (negative), got {sorted(set(labels.tolist()))}"
+                )
             object.__setattr__(self, "points", points)
             object.__setattr__(self, "point_labels", labels.astype(np.int32))
         elif self.point_labels is not None:

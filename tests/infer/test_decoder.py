@@ -1,0 +1,220 @@
+"""batchlabel.infer.decoder on random-weight SAM decoders and random embeddings (a decoder needs no encoder).
+
+Parity with ``SamPredictor`` on real images and weights is in test_parity.py.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from segment_anything import sam_model_registry
+
+from batchlabel.infer.decoder import DecodedMasks, MaskDecoder, Prompt, upsample_masks
+from batchlabel.infer.embedding import ImageEmbedding
+
+
+@pytest.fixture(scope="module")
+def sam() -> torch.nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return sam_model_registry["vit_b"]().eval()
+
+
+@pytest.fixture(scope="module")
+def decoder(sam: torch.nn.Module) -> MaskDecoder:
+    return MaskDecoder(sam, input_size=1024, model_id="sam_vit_b@random")
+
+
+def make_embedding(seed: int, original_size: tuple[int, int] = (480, 640), sha: str | None = None) -> ImageEmbedding:
+    rng = np.random.default_rng(seed)
+    scale = 1024 / max(original_size)
+    input_size = (int(original_size[0] * scale + 0.5), int(original_size[1] * scale + 0.5))
+    return ImageEmbedding(
+        features=rng.standard_normal((1, 256, 64, 64)).astype(np.float16),
+        original_size=original_size,
+        input_size=input_size,
+        model_id="sam_vit_b@random",
+        precision="fp32",
+        image_sha256=sha or f"{seed:064x}",
+    )
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+POSITIVE = Prompt(points=np.array([[320.0, 240.0]]), point_labels=np.array([1]))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "needs points, a box or mask_logits"),
+        ({"points": np.zeros((1, 2))}, "point_labels"),
+        ({"points": np.zeros((2, 3)), "point_labels": np.ones(2)}, r"\(N, 2\)"),
+        ({"points": np.zeros((2, 2)), "point_labels": np.ones(3)}, r"shape \(2,\)"),
+        ({"points": np.zeros((1, 2)), "point_labels": np.array([2])}, "1 \\(positive\\) or 0"),
+        ({"points": np.array([[np.nan, 1.0]]), "point_labels": np.ones(1)}, "finite"),
+        ({"point_labels": np.ones(1), "box": [0, 0, 1, 1]}, "without points"),
+        ({"box": np.array([1, 2, 3])}, "4 finite numbers"),
+        ({"box": np.array([10, 10, 5, 20])}, "x2 >= x1"),
+        ({"mask_logits": np.zeros((1, 64, 64))}, r"\(1, 256, 256\)"),
+    ],
+)
+def test_prompt_validation(kwargs: dict[str, np.ndarray], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Prompt(**kwargs)
+
+
+def test_prompt_normalises_dtypes_and_structure() -> None:
+    prompt = Prompt(points=[[1, 2], [3, 4]], point_labels=[1, 0], box=[0, 0, 5, 5], mask_logits=np.zeros((256, 256)))
+    assert prompt.points.dtype == np.float32 and prompt.point_labels.dtype == np.int32
+    assert prompt.mask_logits.shape == (1, 256, 256)
+    assert prompt.structure == (2, True, True)
+    assert prompt.kinds == {"point", "box", "mask"}
+    assert POSITIVE.ambiguous and not prompt.ambiguous
+
+
+def test_decode_shapes_and_multimask_order(decoder: MaskDecoder) -> None:
+    embedding = make_embedding(1)
+    single = decoder.decode(embedding, POSITIVE)
+    multi = decoder.decode(embedding, POSITIVE, multimask=True)
+    assert isinstance(single, DecodedMasks)
+    assert single.masks.shape == (1, 480, 640) and single.masks.dtype == bool
+    assert single.scores.shape == (1,) and single.scores.dtype == np.float32
+    assert single.low_res_logits.shape == (1, 256, 256) and single.low_res_logits.dtype == np.float32
+    assert multi.masks.shape == (3, 480, 640)
+    assert np.all(np.diff(multi.scores) <= 0), multi.scores
+    # a lone click with multimask=False returns the best of the three candidates
+    assert single.scores[0] == pytest.approx(multi.scores[0])
+    assert np.array_equal(single.masks[0], multi.masks[0])
+
+
+def test_negative_point_changes_the_mask(decoder: MaskDecoder) -> None:
+    embedding = make_embedding(2)
+    both = Prompt(points=np.array([[320.0, 240.0], [330.0, 250.0]]), point_labels=np.array([1, 0]))
+    positives = Prompt(points=np.array([[320.0, 240.0], [330.0, 250.0]]), point_labels=np.array([1, 1]))
+    alone = decoder.decode(embedding, POSITIVE).masks[0]
+    with_negative = decoder.decode(embedding, both).masks[0]
+    two_positive = decoder.decode(embedding, positives).masks[0]
+    assert alone.any() and with_negative.any()
+    assert iou(alone, with_negative) < 0.99
+    assert iou(two_positive, with_negative) < 0.99
+
+
+def test_decode_many_matches_single_decodes(decoder: MaskDecoder) -> None:
+    embedding = make_embedding(3)
+    prompts = [
+        Prompt(points=np.array([[100.0 + 40 * i, 80.0 + 30 * i]]), point_labels=np.array([1])) for i in range(5)
+    ] + [
+        Prompt(box=np.array([50.0, 60.0, 300.0, 200.0])),
+        Prompt(points=np.array([[10.0, 20.0], [200.0, 100.0]]), point_labels=np.array([1, 0]), box=[0, 0, 400, 300]),
+    ]
+    many = decoder.decode_many(embedding, prompts, max_batch=3)
+    assert len(many) == len(prompts)
+    for prompt, batched in zip(prompts, many, strict=True):
+        alone = decoder.decode(embedding, prompt)
+        np.testing.assert_allclose(batched.scores, alone.scores, atol=1e-4)
+        assert iou(batched.masks[0], alone.masks[0]) >= 0.999
+
+
+def test_mask_logits_refinement_changes_result(decoder: MaskDecoder) -> None:
+    embedding = make_embedding(4)
+    first = decoder.decode(embedding, POSITIVE)
+    refined = decoder.decode(
+        embedding,
+        Prompt(points=POSITIVE.points, point_labels=POSITIVE.point_labels, mask_logits=first.low_res_logits),
+    )
+    assert refined.masks.shape == (1, 480, 640)
+    assert not np.allclose(refined.low_res_logits, first.low_res_logits)
+
+
+def test_cache_is_bounded_and_keyed_by_content(sam: torch.nn.Module) -> None:
+    decoder = MaskDecoder(sam, input_size=1024, cache_images=2)
+    same_sha_a = make_embedding(5, sha="f" * 64)
+    same_sha_b = make_embedding(6, sha="f" * 64)  # same name, other features (must not hit a stale cache entry)
+    a = decoder.decode(same_sha_a, POSITIVE)
+    b = decoder.decode(same_sha_b, POSITIVE)
+    assert not np.allclose(a.low_res_logits, b.low_res_logits)
+    decoder.decode(make_embedding(7), POSITIVE)
+    assert len(decoder._cache) == 2
+    uncached = MaskDecoder(sam, input_size=1024, cache_images=0).decode(same_sha_a, POSITIVE)
+    np.testing.assert_allclose(uncached.low_res_logits, a.low_res_logits, atol=1e-4)
+
+
+def test_concurrent_decodes_equal_serial(decoder: MaskDecoder) -> None:
+    embeddings = [make_embedding(10 + i) for i in range(3)]
+    prompt = Prompt(box=np.array([100.0, 100.0, 400.0, 300.0]))
+    expected = [decoder.decode(e, prompt).low_res_logits for e in embeddings]
+    decoder.clear_cache()
+    results: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+
+    def work(index: int) -> None:
+        try:
+            results[index] = decoder.decode(embeddings[index % 3], prompt).low_res_logits
+        except BaseException as exc:  # re-raised in the main thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    for index, logits in results.items():
+        np.testing.assert_allclose(logits, expected[index % 3], atol=1e-4)
+
+
+def test_unsupported_prompt_kind_is_a_clear_error(sam: torch.nn.Module) -> None:
+    box_only = MaskDecoder(sam, input_size=1024, prompt_kinds=("box",), model_id="litemedsam@test")
+    embedding = ImageEmbedding(
+        features=np.zeros((1, 256, 64, 64), np.float32),
+        original_size=(480, 640),
+        input_size=(768, 1024),
+        model_id="litemedsam@test",
+        precision="fp32",
+        image_sha256="0" * 64,
+    )
+    with pytest.raises(ValueError, match="litemedsam@test does not support point prompts"):
+        box_only.decode(embedding, POSITIVE)
+    assert box_only.decode(embedding, Prompt(box=[10, 10, 100, 100])).masks.shape == (1, 480, 640)
+
+
+def test_wrong_model_or_input_size_is_refused(decoder: MaskDecoder) -> None:
+    embedding = make_embedding(8)
+    other_model = ImageEmbedding(embedding.features, (480, 640), (768, 1024), "litemedsam@x", "fp32", "a" * 64)
+    with pytest.raises(ValueError, match="re-encode"):
+        decoder.decode(other_model, POSITIVE)
+    wrong_size = ImageEmbedding(embedding.features, (480, 640), (192, 256), "sam_vit_b@random", "fp32", "a" * 64)
+    with pytest.raises(ValueError, match="input_size"):
+        decoder.decode(wrong_size, POSITIVE)
+
+
+@pytest.mark.parametrize(
+    ("original_size", "padded"),
+    [((480, 640), 1024), ((3000, 4000), 1024), ((37, 23), 1024), ((375, 500), 256), ((1000, 333), 256)],
+)
+def test_upsample_masks_matches_sam_postprocess(
+    sam: torch.nn.Module, original_size: tuple[int, int], padded: int
+) -> None:
+    generator = torch.Generator().manual_seed(sum(original_size))
+    logits = torch.randn((3, 1, 256, 256), generator=generator)
+    logits = torch.nn.functional.avg_pool2d(logits, 9, stride=1, padding=4) * 9 - 1.0  # blobs, not noise
+    logits[2] = -1.0  # an empty mask
+    scale = padded / max(original_size)
+    input_size = (int(original_size[0] * scale + 0.5), int(original_size[1] * scale + 0.5))
+    upscaled = torch.nn.functional.interpolate(logits, (padded, padded), mode="bilinear", align_corners=False)
+    upscaled = upscaled[..., : input_size[0], : input_size[1]]
+    expected = torch.nn.functional.interpolate(upscaled, original_size, mode="bilinear", align_corners=False) > 0
+    ours = upsample_masks(logits[:, 0], original_size=original_size, input_size=input_size, padded_size=padded)
+    assert ours.shape == (3, *original_size)
+    for k in range(2):
+        assert expected[k, 0].any()
+        disagree = np.logical_xor(ours[k], expected[k, 0].numpy()).sum()
+        assert disagree <= max(2, expected[k, 0].sum() // 100_000), disagree
+    assert not ours[2].any()
