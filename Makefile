@@ -1,0 +1,50 @@
+# batchlabel: the two commands a newcomer needs are `make run` and `make test`; both install what they need first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+LS_VENV := .venv-ls
+BIN := $(VENV)/bin
+# The torch/torchvision pair: a matching pair matters (segment_anything imports torchvision). Override on machines
+# where another pair fits (e.g. `make install TORCH_PAIR="torch==2.9.1 torchvision==0.24.1"` on aarch64).
+TORCH_PAIR ?= torch==2.14.1 torchvision==0.29.1
+LABEL_STUDIO ?= label-studio==1.23.2
+CONFIG ?= configs/cats.yaml
+PYTEST_ARGS ?=
+PIP_QUIET := --quiet --disable-pip-version-check
+
+.PHONY: install run test lint samples clean-cache
+
+install: $(VENV)/.installed $(LS_VENV)/.installed
+
+# batchlabel and its dev extras (tests, lint, sample data); torch pinned as a pair first so nothing replaces it.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install $(PIP_QUIET) $(TORCH_PAIR) 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import torch, torchvision" || { echo "torch/torchvision install failed"; exit 1; }
+	$(BIN)/pip install $(PIP_QUIET) $(TORCH_PAIR) -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import batchlabel, segment_anything, label_studio_sdk, pycocotools" || { echo "install failed"; exit 1; }
+	touch $@
+
+# Label Studio in its own venv: it pins Django, numpy and pandas, which must not touch batchlabel's stack.
+$(LS_VENV)/.installed:
+	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install $(PIP_QUIET) $(LABEL_STUDIO) 2>&1 | grep -v "^WARNING: Location" || true
+	test -x $(LS_VENV)/bin/label-studio || { echo "Label Studio install failed"; exit 1; }
+	touch $@
+
+# Sample images (skimage's cat and friends) in the example document root, so a fresh machine has something to label.
+samples: install
+	$(BIN)/python -m batchlabel.samples $(CONFIG)
+
+run: install samples
+	$(BIN)/batchlabel up $(CONFIG)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check batchlabel tests benchmarks
+	$(BIN)/mypy batchlabel
+
+clean-cache:
+	rm -rf .batchlabel
