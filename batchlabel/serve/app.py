@@ -1,0 +1,171 @@
+"""The FastAPI app: Label Studio's ML backend routes on top of :class:`batchlabel.serve.backend.Backend`.
+
+Routes (the protocol Label Studio 1.23 calls, see ``docs/serve.md``):
+- ``GET /health`` (and ``GET /``): ``{"status": "UP", "model_loaded": true, ...}``; async, never queued behind decodes
+  (Label Studio gives it 1 s).
+- ``POST /setup``: ``{"model_version": ...}``; async and constant-time (Label Studio gives it 3 s): the model was
+  loaded when the app was created, never here. The ``access_token`` it carries is neither logged nor used.
+- ``POST /predict``: interactive when ``params.context.result`` is non-empty, else batch; runs in the thread pool.
+- ``POST /webhook``: accepted and logged.
+- ``GET /versions``: the one model version.
+
+Errors: payload validation -> 422, image problems -> their 4xx (502 when Label Studio's upload store fails), every
+answer ``{"error": "<what to fix>"}``. Unexpected exceptions are logged with a traceback and answered 500 with the
+exception's class, never crash the process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from batchlabel import __version__
+from batchlabel.config import Config
+from batchlabel.serve.backend import Backend, PredictError
+from batchlabel.serve.embeddings import EmbeddingProvider, StoreLike
+from batchlabel.serve.fetch import ImageFetcher
+from batchlabel.serve.middleware import AccessLogMiddleware, BasicAuthMiddleware, BodyLimitMiddleware
+from batchlabel.serve.protocol import (
+    HealthResponse,
+    PredictRequest,
+    PredictResponse,
+    SetupRequest,
+    SetupResponse,
+    WebhookRequest,
+)
+from batchlabel.serve.sources import ImageSourceError
+
+log = logging.getLogger(__name__)
+
+MODEL_CLASS = "batchlabel"
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(parts)
+
+
+def build_backend(config: Config, *, model: Any = None, store: StoreLike | None = None) -> tuple[Backend, Any]:
+    """Load (or take) the model and store, and wire the backend. Returns ``(backend, fetcher)``."""
+    from batchlabel.infer.decoder import MaskDecoder
+    from batchlabel.infer.encoder import BatchEncoder
+    from batchlabel.ingest.preannotate import model_version_for
+
+    if model is None:
+        from batchlabel.infer.models import load_model
+
+        model = load_model(config.model)
+    if store is None:
+        from batchlabel.infer.store import EmbeddingStore
+
+        store = EmbeddingStore(config.embeddings_dir, max_bytes=int(config.cache.max_gb * 2**30))
+    encoder = BatchEncoder(model, store)
+    fetcher = ImageFetcher(
+        label_studio_url=config.label_studio.url,
+        api_key=config.label_studio.api_key,
+        timeout_s=config.label_studio.timeout_s,
+    )
+    provider = EmbeddingProvider(model_id=model.model_id, store=store, encode=encoder.encode_image, fetch=fetcher.fetch)
+    backend = Backend(
+        config,
+        decoder=MaskDecoder.from_model(model),
+        provider=provider,
+        model_version=model_version_for(config, model.model_id),
+    )
+    return backend, fetcher
+
+
+def create_app(config: Config, *, model: Any = None, store: StoreLike | None = None) -> FastAPI:
+    """The backend app. Loads the model now (once per process) unless ``model`` is given; never in ``/setup``.
+
+    Args:
+        config: the validated config.
+        model: a ``LoadedModel`` to use instead of loading ``config.model``.
+        store: an ``EmbeddingStore`` to use instead of opening ``config.embeddings_dir``.
+    """
+    backend, fetcher = build_backend(config, model=model, store=store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log.info("backend ready model_version=%s", backend.model_version)
+        yield
+        fetcher.close()
+        log.info("backend stopped")
+
+    app = FastAPI(title="batchlabel ML backend", version=__version__, lifespan=lifespan, docs_url=None,
+                  redoc_url=None, openapi_url=None)
+    app.state.backend = backend
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message = _validation_message(exc)
+        log.warning("bad request path=%s: %s", request.url.path, message)
+        return JSONResponse({"error": message}, status_code=422)
+
+    @app.exception_handler(ImageSourceError)
+    async def _image(request: Request, exc: ImageSourceError) -> JSONResponse:
+        log.warning("image error path=%s status=%d: %s", request.url.path, exc.status_code, exc.message)
+        return JSONResponse({"error": exc.message}, status_code=exc.status_code)
+
+    @app.exception_handler(PredictError)
+    async def _predict_error(request: Request, exc: PredictError) -> JSONResponse:
+        log.warning("predict error path=%s status=%d: %s", request.url.path, exc.status_code, exc.message)
+        return JSONResponse({"error": exc.message}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error path=%s", request.url.path)
+        return JSONResponse({"error": f"internal error ({exc.__class__.__name__}); see the backend log"},
+                            status_code=500)
+
+    def health() -> HealthResponse:
+        return HealthResponse(
+            status="UP", model_class=MODEL_CLASS, model_loaded=True,
+            model_id=backend.provider.model_id, model_version=backend.model_version,
+        )
+
+    @app.get("/health", response_model=HealthResponse)
+    async def get_health() -> HealthResponse:
+        return health()
+
+    @app.get("/", response_model=HealthResponse)
+    async def get_root() -> HealthResponse:
+        return health()
+
+    @app.post("/setup", response_model=SetupResponse)
+    async def post_setup(body: SetupRequest) -> SetupResponse:
+        log.info("setup project=%s hostname=%s", body.project, body.hostname)
+        return SetupResponse(model_version=backend.model_version)
+
+    @app.get("/versions")
+    async def get_versions() -> dict[str, list[str]]:
+        return {"versions": [backend.model_version]}
+
+    @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True)
+    async def post_predict(body: PredictRequest) -> PredictResponse:
+        if body.is_interactive:
+            return await run_in_threadpool(backend.interactive, body)
+        return await run_in_threadpool(backend.batch, body)
+
+    @app.post("/webhook")
+    async def post_webhook(body: WebhookRequest) -> dict[str, str]:
+        project = body.model_extra.get("project") if body.model_extra else None
+        project_id = project.get("id") if isinstance(project, dict) else project
+        log.info("webhook action=%s project=%s", body.action, project_id)
+        return {"status": "ok"}
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=int(config.serve.max_request_mb * 2**20))
+    if config.serve.username is not None and config.serve.password is not None:
+        app.add_middleware(BasicAuthMiddleware, username=config.serve.username, password=config.serve.password)
+    app.add_middleware(AccessLogMiddleware)
+    return app

@@ -1,0 +1,214 @@
+"""Embedding lookup for the backend: memory LRU -> embedding store -> encode once on a miss.
+
+An image is identified by the sha256 of its bytes (the store's content address). For local files the hash is cached
+per ``(path, size, mtime_ns, inode)``; for Label Studio uploads (immutable) per URL, so a hit never re-reads or
+re-downloads the image. On a miss the image is decoded (EXIF orientation applied by ``load_image``), encoded once
+and put in the store; concurrent requests for the same image wait on a per-image lock for that one encode, and
+encodes of different images run one at a time (no gain from parallel encodes on a CPU; bounded memory on a GPU).
+
+Nothing here is mutable state a request can observe half-updated: embeddings are immutable values, caches map keys to
+immutable values under a lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Generic, Literal, Protocol, TypeVar
+
+from batchlabel.infer.embedding import ImageEmbedding
+from batchlabel.infer.images import ImageLoadError, LoadedImage, file_sha256, load_image, load_image_bytes
+from batchlabel.serve.sources import ImageSource, ImageSourceError, LocalImage, RemoteImage
+
+log = logging.getLogger(__name__)
+
+MEMORY_EMBEDDINGS = 32  # embeddings kept in memory (2-4 MiB each)
+HASH_CACHE_ENTRIES = 65536
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class LRU(Generic[K, V]):
+    """A small thread-safe LRU map."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class KeyedLocks:
+    """One lock per key, created on demand and dropped when no thread holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[Hashable, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def hold(self, key: Hashable) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
+
+
+Origin = Literal["memory", "store", "encoded"]
+
+
+@dataclass(frozen=True)
+class EmbeddingLookup:
+    """An image's embedding and where it came from (``memory``, ``store`` or ``encoded`` on a miss)."""
+
+    embedding: ImageEmbedding
+    origin: Origin
+    lookup_ms: float
+
+
+class StoreLike(Protocol):
+    """What the provider needs of :class:`batchlabel.infer.store.EmbeddingStore`."""
+
+    def get(self, image_sha256: str, model_id: str) -> ImageEmbedding | None: ...
+
+    def put(self, embedding: ImageEmbedding) -> object: ...
+
+
+class EmbeddingProvider:
+    """Finds or makes the embedding of a task's image.
+
+    Args:
+        model_id: the loaded model's id (store key).
+        store: the embedding store shared with ``batchlabel run``.
+        encode: ``LoadedImage -> ImageEmbedding`` (``BatchEncoder.encode_image``).
+        fetch: ``RemoteImage -> bytes`` for uploads and (when enabled) remote URLs.
+        memory_items: embeddings kept in memory.
+    """
+
+    def __init__(
+        self,
+        *,
+        model_id: str,
+        store: StoreLike,
+        encode: Callable[[LoadedImage], ImageEmbedding],
+        fetch: Callable[[RemoteImage], bytes],
+        memory_items: int = MEMORY_EMBEDDINGS,
+    ) -> None:
+        self.model_id = model_id
+        self._store = store
+        self._encode = encode
+        self._fetch = fetch
+        self._memory: LRU[str, ImageEmbedding] = LRU(memory_items)
+        self._hashes: LRU[Hashable, str] = LRU(HASH_CACHE_ENTRIES)
+        self._image_locks = KeyedLocks()
+        self._encode_lock = threading.Lock()
+        self.encodes = 0  # how many misses were encoded (for tests and benchmarks)
+
+    def _cached(self, sha256: str) -> tuple[ImageEmbedding, Origin] | None:
+        embedding = self._memory.get(sha256)
+        if embedding is not None:
+            return embedding, "memory"
+        embedding = self._store.get(sha256, self.model_id)
+        if embedding is not None:
+            self._memory.put(sha256, embedding)
+            return embedding, "store"
+        return None
+
+    def _identify(self, source: ImageSource) -> tuple[str, bytes | None]:
+        """The image's sha256, and its bytes when they had to be downloaded to learn it."""
+        if isinstance(source, LocalImage):
+            try:
+                stat = source.path.stat()
+            except OSError as exc:
+                raise ImageSourceError(404, f"image {source.relative!r} cannot be read: {exc.strerror}") from None
+            key = ("file", str(source.path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+            sha256 = self._hashes.get(key)
+            if sha256 is None:
+                try:
+                    sha256 = file_sha256(source.path)
+                except OSError as exc:
+                    raise ImageSourceError(404, f"image {source.relative!r} cannot be read: {exc.strerror}") from None
+                self._hashes.put(key, sha256)
+            return sha256, None
+        if source.label_studio:  # uploads never change under the same URL
+            sha256 = self._hashes.get(("url", source.url))
+            if sha256 is not None:
+                return sha256, None
+        data = self._fetch(source)
+        sha256 = hashlib.sha256(data).hexdigest()
+        if source.label_studio:
+            self._hashes.put(("url", source.url), sha256)
+        return sha256, data
+
+    def _load(self, source: ImageSource, data: bytes | None) -> LoadedImage:
+        try:
+            if isinstance(source, LocalImage):
+                return load_image(source.path)
+            if data is None:
+                data = self._fetch(source)
+            return load_image_bytes(data, name=source.url.split("?", 1)[0])
+        except ImageLoadError as exc:
+            raise ImageSourceError(422, f"cannot decode the task's image: {exc}") from None
+        except OSError as exc:
+            raise ImageSourceError(404, f"cannot read the task's image: {exc.strerror or exc}") from None
+
+    def get(self, source: ImageSource) -> EmbeddingLookup:
+        """The embedding of ``source``'s image. Raises :class:`ImageSourceError` for unreadable images."""
+        start = time.perf_counter()
+        sha256, data = self._identify(source)
+        found = self._cached(sha256)
+        if found is None:
+            with self._image_locks.hold(sha256):
+                found = self._cached(sha256)  # another request may have encoded it while we waited
+                if found is None:
+                    found = (self._encode_miss(source, sha256, data), "encoded")
+        embedding, origin = found
+        return EmbeddingLookup(embedding, origin, (time.perf_counter() - start) * 1000.0)
+
+    def _encode_miss(self, source: ImageSource, sha256: str, data: bytes | None) -> ImageEmbedding:
+        loaded = self._load(source, data)
+        if loaded.sha256 != sha256:  # the file changed between hashing and reading: key by what was encoded
+            log.info("image changed while loading path=%s", getattr(source, "relative", None))
+        start = time.perf_counter()
+        with self._encode_lock:
+            embedding = self._encode(loaded)
+        encode_ms = (time.perf_counter() - start) * 1000.0
+        self._store.put(embedding)
+        self._memory.put(embedding.image_sha256, embedding)
+        self.encodes += 1
+        log.info(
+            "store miss encoded sha256=%s size=%dx%d encode_ms=%.0f",
+            embedding.image_sha256[:12], embedding.original_size[1], embedding.original_size[0], encode_ms,
+        )
+        return embedding

@@ -1,0 +1,169 @@
+"""ASGI middleware for the backend: access log with latency, HTTP basic auth, request body size limit.
+
+Pure ASGI (no ``BaseHTTPMiddleware``) so streaming and cancellation behave and the cost per request stays in
+microseconds. Order in :func:`batchlabel.serve.app.create_app`: access log (outermost, sees every status) -> basic
+auth -> body limit -> routes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import itertools
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+log = logging.getLogger("batchlabel.serve.access")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_request_ids = itertools.count(1)
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()) -> None:
+    data = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                        *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
+class AccessLogMiddleware:
+    """One log line per request: ``request id=.. method=.. path=.. status=.. latency_ms=.. bytes_in=..``.
+
+    The query string is never logged (it could carry tokens); nor are headers or bodies.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = next(_request_ids)
+        start = time.perf_counter()
+        status = 0
+        bytes_in = 0
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def counting_receive() -> Message:
+            nonlocal bytes_in
+            message = await receive()
+            if message["type"] == "http.request":
+                bytes_in += len(message.get("body", b""))
+            return message
+
+        async def status_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, status_send)
+        finally:
+            latency_ms = (time.perf_counter() - start) * 1000.0
+            level = logging.WARNING if status >= 400 or status == 0 else logging.INFO
+            log.log(
+                level,
+                "request id=%d method=%s path=%s status=%d latency_ms=%.1f bytes_in=%d",
+                request_id, scope.get("method"), scope.get("path"), status, latency_ms, bytes_in,
+            )
+
+
+class BasicAuthMiddleware:
+    """HTTP basic auth on every path (Label Studio sends the credentials configured per ML backend).
+
+    Constant-time comparison; answers 401 with ``WWW-Authenticate`` when credentials are missing or wrong.
+    """
+
+    def __init__(self, app: ASGIApp, *, username: str, password: str, realm: str = "batchlabel") -> None:
+        self.app = app
+        self._expected = f"{username}:{password}".encode()
+        self._challenge = f'Basic realm="{realm}", charset="UTF-8"'.encode()
+
+    def _authorized(self, scope: Scope) -> bool:
+        for name, value in scope.get("headers", ()):
+            if name != b"authorization":
+                continue
+            scheme, _, token = value.partition(b" ")
+            if scheme.lower() != b"basic":
+                return False
+            try:
+                given = base64.b64decode(token.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                return False
+            return hmac.compare_digest(given, self._expected)
+        return False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._authorized(scope):
+            await self.app(scope, receive, send)
+            return
+        await _send_json(
+            send, 401, {"error": "authentication required (HTTP basic auth)"},
+            [(b"www-authenticate", self._challenge)],
+        )
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over ``max_bytes`` with 413: by ``Content-Length`` up front, or while reading a chunked
+    body (the body is read here, up to the limit, and replayed to the app: the app would buffer it anyway)."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = f"request body larger than serve.max_request_mb ({self.max_bytes / 2**20:g} MB)"
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _send_json(send, 400, {"error": "invalid Content-Length header"})
+                    return
+                if declared > self.max_bytes:
+                    await _send_json(send, 413, {"error": too_large})
+                    return
+        chunks: list[bytes] = []
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # client went away
+                return
+            body = message.get("body", b"")
+            received += len(body)
+            if received > self.max_bytes:
+                await _send_json(send, 413, {"error": too_large})
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)

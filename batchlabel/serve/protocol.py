@@ -1,0 +1,95 @@
+"""Payloads of Label Studio's ML backend protocol, as Label Studio 1.23 sends and expects them.
+
+See ``docs/serve.md``. Request models ignore fields they do not use (Label Studio adds fields between versions) but
+reject wrong types with a 422 that names the field. Secrets (``access_token``, ``password``) are ``SecretStr`` so they
+never appear in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class SetupRequest(_Payload):
+    """``POST /setup``: sent on connect, on every labeling-page load and before a batch predict."""
+
+    project: str | None = Field(default=None, description='"<id>.<created_unix>"')
+    schema_: str | None = Field(default=None, alias="schema", description="the project's labeling config XML")
+    hostname: str | None = None
+    access_token: SecretStr | None = Field(default=None, description="never logged, never used for local files")
+    extra_params: dict[str, Any] | None = None
+
+
+class SetupResponse(BaseModel):
+    model_version: str
+
+
+class Task(_Payload):
+    """One Label Studio task as serialised for the backend (``data`` holds the image URL)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: int | None = None
+    data: dict[str, Any]
+
+
+class Context(_Payload):
+    """The smart tool's regions. Items are validated one by one by :mod:`batchlabel.serve.context`."""
+
+    result: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class PredictParams(_Payload):
+    login: str | None = None
+    password: SecretStr | None = None
+    context: Context | None = None
+
+
+class PredictRequest(_Payload):
+    """``POST /predict``: batch (no context) or interactive (``params.context.result`` from a smart tool)."""
+
+    tasks: list[Task] = Field(min_length=1)
+    project: str | None = None
+    label_config: str | None = None
+    params: PredictParams = Field(default_factory=PredictParams)
+
+    @property
+    def is_interactive(self) -> bool:
+        context = self.params.context
+        return context is not None and bool(context.result)
+
+
+class Prediction(BaseModel):
+    """One prediction: Label Studio result items, the prediction's score and the model version."""
+
+    result: list[dict[str, Any]]
+    score: float
+    model_version: str
+
+
+class PredictResponse(BaseModel):
+    """One entry per task, in task order; an entry is a prediction or a (possibly empty) list of them."""
+
+    results: list[Prediction | list[Prediction]]
+
+
+class WebhookRequest(_Payload):
+    """``POST /webhook``: annotation events. Only ``action`` is read (logged); the rest is accepted as is."""
+
+    model_config = ConfigDict(extra="allow")
+
+    action: str | None = None
+
+
+class HealthResponse(BaseModel):
+    status: str
+    model_class: str
+    model_loaded: bool
+    model_id: str | None = None
+    model_version: str | None = None

@@ -1,0 +1,97 @@
+"""Run the app with uvicorn: in the foreground (``serve``) or in a background thread (tests, benchmarks, ``up``).
+
+The listening socket is bound **before** the model is loaded, so a busy port fails in milliseconds with a clear
+message instead of after the model load. Shutdown is graceful: on SIGINT/SIGTERM uvicorn stops accepting, lets
+in-flight requests finish (up to ``GRACEFUL_SHUTDOWN_S``), then runs the app's lifespan shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+log = logging.getLogger(__name__)
+
+GRACEFUL_SHUTDOWN_S = 10  # in seconds: in-flight requests get this long after a stop signal
+
+
+class BindError(OSError):
+    """The configured host/port cannot be bound. ``str(error)`` says which and why."""
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (``port=0``: a free port). Raises :class:`BindError`."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (set serve.port or --port)") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def uvicorn_config(app: Any, *, host: str, port: int) -> uvicorn.Config:
+    """uvicorn settings: our access log instead of uvicorn's, our logging config, graceful shutdown."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        access_log=False,
+        log_config=None,
+        lifespan="on",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        server_header=False,
+    )
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
+class BackgroundServer:
+    """uvicorn serving ``app`` on an already bound socket in a daemon thread. A context manager; ``url`` is set.
+
+    Signal handlers are not installed (they belong to the main thread); :meth:`stop` asks for a graceful exit.
+    """
+
+    def __init__(self, app: Any, sock: socket.socket) -> None:
+        host, port = sock.getsockname()[:2]
+        self.sock = sock
+        self.url = url_of(sock)
+        self.server = uvicorn.Server(uvicorn_config(app, host=host, port=port))
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True,
+                                        name="batchlabel-serve")
+
+    def start(self, *, timeout_s: float = 30.0) -> BackgroundServer:
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the backend did not start on {self.url}")
+            time.sleep(0.01)
+        return self
+
+    def stop(self, *, timeout_s: float = GRACEFUL_SHUTDOWN_S + 5) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout_s)
+        self.sock.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
