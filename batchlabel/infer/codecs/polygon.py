@@ -7,8 +7,9 @@ orientation) where pixel ``(row r, column c)`` covers ``[c, c + 1) x [r, r + 1)`
 :func:`mask_to_polygons` traces the **centres of the boundary pixels** (OpenCV ``findContours``), so a polygon lies up
 to half a pixel inside the pixel-edge outline of the mask. :func:`polygons_to_mask` is its inverse: it fills, with the
 even-odd rule, every pixel whose centre is inside the polygons *or on their edges* (OpenCV ``fillPoly``), so
-``polygons_to_mask(mask_to_polygons(mask, tolerance_px=0, min_area_px=0))`` gives back ``mask`` (exactly, apart
-from parts that have no area, such as 1-pixel-wide lines).
+``polygons_to_mask(mask_to_polygons(mask, tolerance_px=0, min_area_px=0))`` gives back ``mask`` exactly, apart
+from parts of one or two pixels (fewer than 3 points). 1-pixel-wide lines survive as zero-area polygons, because the
+rasteriser fills the pixels on polygon edges.
 """
 
 from __future__ import annotations
