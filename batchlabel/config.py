@@ -285,7 +285,8 @@ def parse_config(raw: Any, *, source: str, base_dir: Path, environ: dict[str, st
         lines = []
         for error in exc.errors():
             key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-            lines.append(f"{source}: {key}: {_positive_int_message(error, _describe(error))}")
+            details = dict(error)
+            lines.append(f"{source}: {key}: {_positive_int_message(details, _describe(details))}")
         raise ConfigError("\n".join(lines)) from None
     config = _resolve_relative_paths(config, base_dir)
     return config.model_copy(update={"source": Path(source)})
