@@ -1,0 +1,176 @@
+"""``batchlabel encode`` and ``batchlabel export-onnx``.
+
+``encode``: every image under ``storage.root`` matching ``storage.include`` and none of ``storage.exclude`` goes
+through the embedding store (an image already stored is not encoded again). A progress bar shows on a terminal; each
+file that fails is reported on stderr as ``<relative path>: <reason>`` and recorded in the journal (so
+``batchlabel status`` lists it). Stdout gets a one-line summary, or a JSON object with ``--json``.
+Exit code 0 when every image is embedded, 1 when some failed, 2 for a config or weights problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from batchlabel.config import Config
+
+log = logging.getLogger(__name__)
+
+GIB = 1 << 30
+ENCODE_STAGE = "encode"
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """A glob over ``/``-separated relative paths: ``**/`` = any folders (or none), ``*`` / ``?`` stay in one folder.
+    Matching ignores case (``IMG_1.JPG`` matches ``**/*.jpg``)."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z", re.IGNORECASE)
+
+
+def find_images(root: Path, include: Iterable[str], exclude: Iterable[str] = ()) -> list[Path]:
+    """Files under ``root`` whose ``/``-separated relative path matches an include glob and no exclude glob; sorted.
+    Hidden files and folders (a leading dot) are skipped."""
+    includes = [_glob_regex(p) for p in include]
+    excludes = [_glob_regex(p) for p in exclude]
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for filename in filenames:
+            if filename.startswith("."):
+                continue
+            path = Path(dirpath) / filename
+            rel = path.relative_to(root).as_posix()
+            if any(r.match(rel) for r in includes) and not any(r.match(rel) for r in excludes):
+                found.append(path)
+    return sorted(found)
+
+
+def _open_journal(config: Config) -> Any:
+    """The ingest journal when that module is available, else None (failures are then only printed)."""
+    try:
+        from batchlabel.ingest.journal import Journal
+    except ImportError:
+        log.debug("batchlabel.ingest.journal is not available; failures are not recorded")
+        return None
+    return Journal(config.journal_path)
+
+
+def encode_command(config: Config, args: argparse.Namespace) -> int:
+    """Encode every image under the document root into the embedding store. See the module docstring."""
+    from batchlabel.infer.encoder import BatchEncoder
+    from batchlabel.infer.models import WeightsUnavailableError, load_model
+    from batchlabel.infer.store import EmbeddingStore
+
+    as_json = bool(getattr(args, "json", False))
+    root = config.storage.root
+    if not root.is_dir():
+        print(f"batchlabel encode: storage.root {root} is not a folder", file=sys.stderr)
+        return 2
+    paths = find_images(root, config.storage.include, config.storage.exclude)
+    try:
+        model = load_model(config.model)
+    except WeightsUnavailableError as exc:
+        print(f"batchlabel encode: model weights unavailable: {exc}", file=sys.stderr)
+        return 2
+    store = EmbeddingStore(config.embeddings_dir, max_bytes=int(config.cache.max_gb * GIB))
+    encoder = BatchEncoder(
+        model, store, max_batch_images=config.model.batch_size, max_wait_ms=config.model.max_wait_ms,
+        backend=config.model.backend, onnx_dir=config.cache.dir / "onnx",
+    )
+    journal = _open_journal(config)
+    failures: list[dict[str, str]] = []
+    progress = None
+    if sys.stderr.isatty() and not getattr(args, "no_progress", False):
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(paths), unit="img", desc="encode", file=sys.stderr)
+    start = time.perf_counter()
+    try:
+        for result in encoder.encode_files(paths):
+            rel = result.path.relative_to(root).as_posix()
+            if result.error is not None:
+                failures.append({"path": rel, "reason": result.error})
+                line = f"{rel}: {result.error}"
+                if progress is not None:
+                    progress.write(line, file=sys.stderr)
+                else:
+                    print(line, file=sys.stderr)
+                if journal is not None:
+                    journal.mark_failed(rel, ENCODE_STAGE, result.error, result.sha256)
+            elif journal is not None and result.sha256 is not None:
+                journal.mark_encoded(rel, result.sha256, model.model_id)
+            if progress is not None:
+                progress.update(1)
+    finally:
+        if progress is not None:
+            progress.close()
+        if journal is not None:
+            journal.close()
+    wall_s = time.perf_counter() - start
+    stats = encoder.stats
+    summary = {
+        "images": len(paths),
+        "encoded": stats.encoded,
+        "cached": stats.cached,
+        "failed": stats.failed,
+        "failures": failures,
+        "model_id": model.model_id,
+        "backend": encoder.backend.name,
+        "precision": encoder.backend.precision,
+        "device": str(model.device),
+        "wall_s": round(wall_s, 3),
+        "encoded_per_s": round(stats.encoded / wall_s, 3) if wall_s > 0 else None,
+        "stage_s": {
+            "load": round(stats.load_s, 3), "encode": round(stats.encode_s, 3), "store": round(stats.store_s, 3)
+        },
+        "store_bytes": store.size_bytes(),
+    }
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(
+            f"encoded {stats.encoded}, already stored {stats.cached}, failed {stats.failed} of {len(paths)} images "
+            f"with {model.model_id} ({encoder.backend.name}, {encoder.backend.precision}) in {wall_s:.1f} s"
+        )
+    return 1 if failures else 0
+
+
+def export_onnx_command(config: Config, args: argparse.Namespace) -> int:
+    """Export the configured model's encoder and decoder to ONNX (``--out`` or ``<cache.dir>/onnx``)."""
+    from batchlabel.infer.models import WeightsUnavailableError, load_model
+    from batchlabel.infer.onnx_export import export_onnx
+
+    out = Path(args.out) if getattr(args, "out", None) else config.cache.dir / "onnx"
+    try:
+        model = load_model(config.model.model_copy(update={"device": "cpu"}))
+    except WeightsUnavailableError as exc:
+        print(f"batchlabel export-onnx: model weights unavailable: {exc}", file=sys.stderr)
+        return 2
+    files = export_onnx(model, out)
+    print(f"encoder: {files.encoder}\ndecoder: {files.decoder}")
+    return 0
