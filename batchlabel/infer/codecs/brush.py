@@ -29,6 +29,7 @@ _HEADER_TAIL = ((_WORD_SIZE - 1) << 16) | sum((size - 1) << (12 - 4 * i) for i, 
 _HEADER_BITS = 32 + 5 + 16
 #: Longest run one repeat block of the 16-bit size class can hold, in bytes.
 _MAX_BLOCK = 1 << 16
+_MASK64 = (1 << 64) - 1
 
 
 def _mask_bytes(mask: np.ndarray) -> np.ndarray:
@@ -168,7 +169,8 @@ def decode_byte_runs(rle: list[int] | np.ndarray) -> tuple[int, np.ndarray, np.n
 
     The runs may sum to more than ``num`` (a last block that overshoots, which decoders truncate). Raises
     ``ValueError`` for a stream that is truncated or whose header is invalid.
-    The block scan is a Python loop over blocks (one per run, not per byte); literal words are read vectorised.
+    The block scan is a Python loop over blocks (one per run, not per byte: ~1 us each, about 6,000 blocks for an
+    object on a 12 MP image); literal words and the expansion to pixels are vectorised.
     """
     data = np.asarray(rle)
     if data.ndim != 1 or data.size < 7:
@@ -186,24 +188,35 @@ def decode_byte_runs(rle: list[int] | np.ndarray) -> tuple[int, np.ndarray, np.n
     literal_chunks: list[tuple[int, np.ndarray]] = []  # (index in lengths/values where the literal goes, words)
     position = _HEADER_BITS
     produced = 0
-    read = reader.read
+    windows = reader.windows
+    n_bits = reader.n_bits
+    word_mask = (1 << word_size) - 1
+    count_masks = [(1 << size) - 1 for size in rle_sizes]
+    append_length, append_value = lengths.append, values.append
+    # Hot loop, one iteration per block: a repeat block (flag, class, count, word: <= 3 + 16 + 32 bits) is read
+    # from a single 64-bit window starting at its byte.
     while produced < num:
-        flag = read(position, 1)
-        count_bits = rle_sizes[read(position + 1, 2)]
-        count = read(position + 3, count_bits) + 1
-        position += 3 + count_bits
-        if flag:
-            lengths.append(count)
-            values.append(read(position, word_size))
-            position += word_size
+        if position >= n_bits:
+            raise ValueError(f"brush RLE is truncated: {produced} of {num} bytes decoded when the data ended")
+        window = (windows[position >> 3] << (position & 7)) & _MASK64
+        size_class = (window >> 61) & 3
+        count_bits = rle_sizes[size_class]
+        count = ((window >> (61 - count_bits)) & count_masks[size_class]) + 1
+        if window >> 63:
+            append_length(count)
+            append_value((window >> (61 - count_bits - word_size)) & word_mask)
+            position += 3 + count_bits + word_size
         else:
+            position += 3 + count_bits
             count = min(count, num - produced)
             words = reader.read_many(position + word_size * np.arange(count, dtype=np.int64), word_size)
             literal_chunks.append((len(lengths), words))
-            lengths.append(0)  # placeholder, replaced by the literal's words below
-            values.append(0)
+            append_length(0)  # placeholder, replaced by the literal's words below
+            append_value(0)
             position += word_size * count
         produced += count
+    if position > n_bits:
+        raise ValueError(f"brush RLE is truncated: needs {position} bits, has {n_bits}")
     run_lengths = np.asarray(lengths, dtype=np.int64)
     run_values = np.asarray(values, dtype=np.uint64)
     if literal_chunks:
