@@ -69,8 +69,17 @@ def mask_to_polygon_parts(
         raise ValueError(f"tolerance_px must be >= 0, got {tolerance_px}")
     if array.size == 0:
         return []
-    binary = np.ascontiguousarray(array != 0, dtype=np.uint8)
-    contours, hierarchy = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+    # Trace only the bounding box of the foreground (objects are usually small next to the image), then shift back.
+    rows = np.flatnonzero(array.any(axis=1))
+    if rows.size == 0:
+        return []
+    columns = np.flatnonzero(array[rows[0] : rows[-1] + 1].any(axis=0))
+    top, left = int(rows[0]), int(columns[0])
+    crop = array[top : rows[-1] + 1, left : columns[-1] + 1]
+    binary = np.ascontiguousarray(crop != 0, dtype=np.uint8)
+    contours, hierarchy = cv2.findContours(
+        binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE, offset=(left, top)
+    )
     if hierarchy is None:
         return []
     links = hierarchy.reshape(-1, 4)  # next, previous, first child, parent
