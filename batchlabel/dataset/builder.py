@@ -1,0 +1,547 @@
+"""Build a COCO instance-segmentation dataset from a Label Studio project or JSON export.
+
+Layout of a built dataset (``--out DIR``)::
+
+    DIR/annotations/all.json, train.json, val.json   COCO, RLE (or polygon) segmentation, iscrowd 0
+    DIR/images/<path relative to storage.root>        hard links to the labeled files (copies across filesystems)
+    DIR/<template>.py                                 mmdetection 3.x config (see :mod:`.mmdet`)
+    DIR/manifest.json                                 provenance (see :mod:`.manifest`)
+
+Flow (bounded memory: tasks stream from the export; each converted image goes to a spool file on disk and only a
+small per-image summary stays in memory): export -> convert every task -> split -> link images, hash them -> write
+the three COCO files from the spool in image-id order -> manifest and mmdet config -> move the finished folder into
+place (a failed build never leaves a half-written dataset behind).
+
+Image ids are Label Studio task ids; annotation ids count from 1 in image-id order, the same in all three files. The
+output does not depend on the order tasks arrive in, so a live project and a JSON export of it give identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from batchlabel.dataset.convert import BoxMasker, Finding, TaskConverter
+from batchlabel.dataset.ls_export import (
+    DatasetError,
+    ExportSource,
+    export_project,
+    file_source,
+    image_data_key,
+    iter_export_tasks,
+    select_annotation,
+)
+from batchlabel.dataset.manifest import FORMAT_VERSION, fingerprint, read_manifest, write_manifest
+
+log = logging.getLogger(__name__)
+
+#: Finding messages kept per kind in the report and manifest (all of them are counted).
+MAX_MESSAGES_PER_KIND = 20
+#: Findings that are expected and only counted (not warned about).
+_QUIET_FINDINGS = ("box_only",)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What ``build-dataset`` was asked for (defaults from ``config.dataset``)."""
+
+    out: Path
+    from_export: Path | None = None
+    val_fraction: float = 0.2
+    seed: int = 0
+    template: str = "mask-rcnn_r50_fpn"
+    segmentation: Literal["rle", "polygon"] = "rle"
+    keep_empty: bool = False
+    mask_boxes: bool = False
+    preview: int = 0
+    if_changed: bool = False
+    #: compare the fingerprint with this dataset's manifest instead of ``out``'s (versioned builds)
+    compare_with: Path | None = None
+
+    def output_options(self) -> dict[str, Any]:
+        """The options that change the files written (part of the fingerprint)."""
+        return {
+            "val_fraction": self.val_fraction,
+            "seed": self.seed,
+            "template": self.template,
+            "segmentation": self.segmentation,
+            "keep_empty": self.keep_empty,
+            "mask_boxes": self.mask_boxes,
+        }
+
+
+@dataclass
+class BuildReport:
+    """What a build did. ``status``: ``"built"`` or ``"unchanged"`` (``--if-changed`` found nothing new)."""
+
+    status: str
+    out: Path
+    categories: list[str]
+    counts: dict[str, Any] = field(default_factory=dict)
+    per_class: dict[str, dict[str, int]] = field(default_factory=dict)
+    finding_counts: dict[str, int] = field(default_factory=dict)
+    finding_messages: dict[str, list[str]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    fingerprint: str = ""
+    elapsed_s: float = 0.0
+    previews: list[Path] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "out": str(self.out),
+            "categories": [{"id": index + 1, "name": name} for index, name in enumerate(self.categories)],
+            "counts": self.counts,
+            "per_class": self.per_class,
+            "findings": self.finding_counts,
+            "failures": self.failures,
+            "warnings": self.warnings,
+            "fingerprint": self.fingerprint,
+            "elapsed_s": round(self.elapsed_s, 3),
+        }
+
+
+@dataclass
+class _Entry:
+    """What stays in memory per image while building."""
+
+    task_id: int
+    rel_path: str
+    path: Path
+    width: int
+    height: int
+    annotation: dict[str, Any] | None
+    categories: frozenset[int]
+    num_objects: int
+    offset: int
+    length: int
+
+
+def _fingerprint_entry(task: dict[str, Any], annotation: dict[str, Any] | None) -> tuple[Any, ...]:
+    data = task.get("data")
+    image = json.dumps(data, sort_keys=True, default=str) if isinstance(data, dict) else None
+    if annotation is None:
+        return (task.get("id"), image, None, None)
+    return (task.get("id"), image, annotation.get("id"), annotation.get("updated_at"))
+
+
+def export_fingerprint(path: Path, *, labels: list[str], options: BuildOptions) -> str:
+    """The fingerprint of an export file without converting anything (one streaming pass)."""
+    entries = []
+    for task in iter_export_tasks(path):
+        try:
+            annotation = select_annotation(task)
+        except DatasetError:
+            annotation = None
+        entries.append(_fingerprint_entry(task, annotation))
+    return fingerprint(entries, labels=labels, options=options.output_options())
+
+
+def _labels_of(source: ExportSource, config: Any) -> list[str]:
+    from batchlabel.sync.label_config import parse_control_names
+
+    try:
+        _names, labels = parse_control_names(source.label_config)
+    except Exception as error:  # noqa: BLE001 - xml.etree raises ParseError; anything else is reported the same
+        raise DatasetError(f"cannot read the labeling config of {source.kind} {source.path}: {error}") from None
+    if not labels:
+        raise DatasetError(
+            "the labeling config has no <Label> in BrushLabels/PolygonLabels/RectangleLabels; nothing to build"
+        )
+    return labels
+
+
+def _source(config: Any, options: BuildOptions, work: Path, client: Any | None) -> ExportSource:
+    if options.from_export is not None:
+        from batchlabel.sync.label_config import load_label_config
+
+        xml = load_label_config(config.label_studio.labels, config.label_studio.label_config)
+        return file_source(options.from_export, xml)
+    return export_project(config, dest_dir=work, client=client)
+
+
+def _link_or_copy(source: Path, target: Path) -> str:
+    """Hard-link ``source`` at ``target`` (a copy when linking is impossible); returns ``"link"`` or ``"copy"``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+        return "link"
+    except OSError:
+        shutil.copy2(source, target)
+        return "copy"
+
+
+def _prepare_out(out: Path) -> None:
+    """Refuse to replace a folder that is not a batchlabel dataset."""
+    if out.is_symlink() or not out.exists():
+        return
+    if not out.is_dir():
+        raise DatasetError(f"--out {out} exists and is not a folder")
+    if any(out.iterdir()) and not (out / "manifest.json").exists():
+        raise DatasetError(f"--out {out} exists, is not empty and is not a batchlabel dataset (no manifest.json); "
+                           "choose another folder")
+
+
+def _move_into_place(stage: Path, out: Path) -> None:
+    if out.exists() and not out.is_symlink():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+        stage.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        stage.rename(out)
+
+
+class _Findings:
+    """Counts every finding, keeps the first messages of each kind."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.messages: dict[str, list[str]] = defaultdict(list)
+
+    def add(self, finding: Finding) -> None:
+        self.counts[finding.kind] += 1
+        if len(self.messages[finding.kind]) < MAX_MESSAGES_PER_KIND:
+            self.messages[finding.kind].append(finding.message)
+        if finding.kind not in _QUIET_FINDINGS:
+            log.debug("%s", finding.message)
+
+
+def build_dataset(
+    config: Any, options: BuildOptions, *, client: Any | None = None, box_masker: BoxMasker | None = None
+) -> BuildReport:
+    """Build the dataset described by ``options`` from the config's project (or ``options.from_export``).
+
+    ``client``: an SDK ``LabelStudio`` to use instead of connecting. ``box_masker``: turns box-only objects into
+    masks (``--mask-boxes``; see :mod:`.mask_boxes`). Raises :class:`DatasetError` for problems that stop the build
+    (no such project, unreadable export, output folder not ours); per-task problems are in ``report.failures``.
+    """
+    started = time.perf_counter()
+    out = Path(options.out).absolute()
+    _prepare_out(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.work-") as work_name:
+        work = Path(work_name)
+        source = _source(config, options, work, client)
+        labels = _labels_of(source, config)
+        if options.if_changed:
+            previous = read_manifest(options.compare_with or out)
+            current = export_fingerprint(source.path, labels=labels, options=options)
+            if previous is not None and previous.get("fingerprint") == current:
+                log.info("annotations unchanged since %s (fingerprint %s): nothing to build",
+                         options.compare_with or out, current[:12])
+                return BuildReport("unchanged", options.compare_with or out, labels, fingerprint=current,
+                                   elapsed_s=time.perf_counter() - started)
+        report = _build(config, options, source, labels, out, work, box_masker)
+    report.elapsed_s = time.perf_counter() - started
+    if options.preview:
+        from batchlabel.dataset.preview import render_previews
+
+        report.previews = render_previews(out, limit=options.preview)
+    return report
+
+
+def _build(
+    config: Any,
+    options: BuildOptions,
+    source: ExportSource,
+    labels: list[str],
+    out: Path,
+    work: Path,
+    box_masker: BoxMasker | None,
+) -> BuildReport:
+    converter = TaskConverter(
+        labels,
+        config.storage.root,
+        image_key=image_data_key(source.label_config),
+        segmentation=options.segmentation,
+        polygon_tolerance_px=config.preannotate.polygon_tolerance_px,
+        box_masker=box_masker,
+    )
+    findings = _Findings()
+    failures: list[str] = []
+    counts: Counter[str] = Counter()
+    entries: dict[int, _Entry] = {}
+    fingerprint_entries: list[tuple[Any, ...]] = []
+    model_versions: Counter[str] = Counter()
+    spool_path = work / "spool.jsonl"
+
+    with spool_path.open("w+b") as spool:
+        for task in iter_export_tasks(source.path):
+            counts["tasks"] += 1
+            task_id = task.get("id")
+            try:
+                annotation = select_annotation(task)
+                fingerprint_entries.append(_fingerprint_entry(task, annotation))
+                for prediction in task.get("predictions") or []:
+                    if isinstance(prediction, dict) and prediction.get("model_version"):
+                        model_versions[str(prediction["model_version"])] += 1
+                if annotation is None:
+                    counts["tasks_unannotated"] += 1
+                    if not options.keep_empty:
+                        continue
+                converted = converter.convert(task, annotation)
+            except DatasetError as error:
+                failures.append(str(error))
+                log.error("%s", error)
+                continue
+            for finding in converted.findings:
+                findings.add(finding)
+            if not converted.objects:
+                if annotation is not None:
+                    counts["tasks_annotated_empty"] += 1
+                if not options.keep_empty:
+                    continue
+            if converted.task_id in entries:
+                failures.append(f"task {converted.task_id}: appears twice in the export")
+                continue
+            line = json.dumps(
+                [[obj.category_id, obj.segmentation, obj.area, obj.bbox] for obj in converted.objects],
+                separators=(",", ":"),
+            ).encode() + b"\n"
+            offset = spool.tell()
+            spool.write(line)
+            entries[converted.task_id] = _Entry(
+                converted.task_id, converted.rel_path, converted.path, converted.width, converted.height,
+                converted.annotation, frozenset(obj.category_id for obj in converted.objects),
+                len(converted.objects), offset, len(line),
+            )
+
+        # the same file in several tasks: keep the lowest task id (one images entry per file)
+        by_path: dict[str, int] = {}
+        for task_id in sorted(entries):
+            rel = entries[task_id].rel_path
+            if rel in by_path:
+                findings.add(Finding(
+                    "duplicate_image", task_id,
+                    f"task {task_id}: image {rel} is also task {by_path[rel]}; task {task_id} skipped",
+                ))
+                del entries[task_id]
+            else:
+                by_path[rel] = task_id
+        if not entries:
+            raise DatasetError(
+                f"nothing to build: {counts['tasks']} tasks, {counts['tasks_unannotated']} without annotations, "
+                f"{counts['tasks_annotated_empty']} annotated with no objects, {len(failures)} failed"
+                + (f"; first failure: {failures[0]}" if failures else "")
+            )
+
+        from batchlabel.dataset.split import split_images
+
+        split = split_images({tid: e.categories for tid, e in entries.items()},
+                             val_fraction=options.val_fraction, seed=options.seed)
+        val_ids = set(split.val)
+        stage = out.parent / f".{out.name}.partial-{os.getpid()}"
+        if stage.exists():
+            shutil.rmtree(stage)
+        stage.mkdir(parents=True)
+        try:
+            manifest_images, per_class, ann_total = _write_files(
+                stage, spool, entries, val_ids, labels, options, findings
+            )
+            report = _finish(config, options, source, labels, out, stage, entries, split, per_class, ann_total,
+                             counts, findings, failures, fingerprint_entries, model_versions, manifest_images)
+            _move_into_place(stage, out)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+    return report
+
+
+def _write_files(
+    stage: Path,
+    spool: Any,
+    entries: dict[int, _Entry],
+    val_ids: set[int],
+    labels: list[str],
+    options: BuildOptions,
+    findings: _Findings,
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]], int]:
+    from batchlabel import __version__
+    from batchlabel.dataset.coco import CocoWriter, categories_for, coco_image
+    from batchlabel.infer.images import file_sha256
+
+    categories = categories_for(labels)
+    info = {"description": "built by batchlabel build-dataset", "version": __version__,
+            "segmentation": options.segmentation}
+    annotations_dir = stage / "annotations"
+    ordered = sorted(entries)
+    writers = {name: CocoWriter(annotations_dir / f"{name}.json", categories=categories, info=info)
+               for name in ("all", "train", "val")}
+    manifest_images: list[dict[str, Any]] = []
+    hashes: dict[str, int] = {}
+    links: Counter[str] = Counter()
+    for image_id in ordered:
+        entry = entries[image_id]
+        image = coco_image(image_id, entry.rel_path, entry.width, entry.height)
+        side = "val" if image_id in val_ids else "train"
+        writers["all"].add_image(image)
+        writers[side].add_image(image)
+        links[_link_or_copy(entry.path, stage / "images" / entry.rel_path)] += 1
+        digest = file_sha256(entry.path)
+        if digest in hashes:
+            findings.add(Finding(
+                "duplicate_content", image_id,
+                f"task {image_id}: image {entry.rel_path} has the same bytes as task {hashes[digest]} "
+                "(both are in the dataset; they may land on both sides of the split)",
+            ))
+        hashes.setdefault(digest, image_id)
+        manifest_images.append({
+            "id": image_id, "task_id": image_id, "file_name": entry.rel_path, "sha256": digest,
+            "width": entry.width, "height": entry.height, "split": side, "annotation": entry.annotation,
+            "annotation_ids": [],
+        })
+    if links["copy"]:
+        log.info("images: %d hard links, %d copies (other filesystem)", links["link"], links["copy"])
+
+    per_class: dict[str, dict[str, int]] = {label: {"train": 0, "val": 0} for label in labels}
+    annotation_id = 0
+    for image_id, manifest_image in zip(ordered, manifest_images, strict=True):
+        entry = entries[image_id]
+        if not entry.num_objects:
+            continue
+        spool.seek(entry.offset)
+        objects = json.loads(spool.read(entry.length))
+        side = manifest_image["split"]
+        for category_id, segmentation, area, bbox in objects:
+            annotation_id += 1
+            annotation = {"id": annotation_id, "image_id": image_id, "category_id": category_id,
+                          "segmentation": segmentation, "area": area, "bbox": bbox, "iscrowd": 0}
+            writers["all"].add_annotation(annotation)
+            writers[side].add_annotation(annotation)
+            manifest_image["annotation_ids"].append(annotation_id)
+            per_class[labels[category_id - 1]][side] += 1
+    for writer in writers.values():
+        writer.close()
+    return manifest_images, per_class, annotation_id
+
+
+def _finish(
+    config: Any,
+    options: BuildOptions,
+    source: ExportSource,
+    labels: list[str],
+    out: Path,
+    stage: Path,
+    entries: dict[int, _Entry],
+    split: Any,
+    per_class: dict[str, dict[str, int]],
+    ann_total: int,
+    counts: Counter[str],
+    findings: _Findings,
+    failures: list[str],
+    fingerprint_entries: list[tuple[Any, ...]],
+    model_versions: Counter[str],
+    manifest_images: list[dict[str, Any]],
+) -> BuildReport:
+    from batchlabel import __version__
+    from batchlabel.dataset.mmdet import write_mmdet_config
+
+    warnings: list[str] = []
+    for label, sides in per_class.items():
+        if sides["train"] + sides["val"] == 0:
+            warnings.append(f"class {label!r} has no objects")
+        elif split.val and sides["val"] == 0:
+            warnings.append(f"class {label!r} has no objects in val ({sides['train']} in train)")
+    for kind, number in sorted(findings.counts.items()):
+        if kind in _QUIET_FINDINGS:
+            continue
+        first = findings.messages[kind][0] if findings.messages[kind] else ""
+        warnings.append(f"{number} x {kind.replace('_', ' ')} (first: {first})")
+    if findings.counts.get("box_only"):
+        warnings.append(f"{findings.counts['box_only']} objects are boxes without masks (segmentation []): "
+                        "instance-segmentation training ignores them; --mask-boxes segments them with SAM")
+    if not split.val and options.val_fraction > 0:
+        warnings.append(f"only {len(entries)} image(s): no val split (val_fraction {options.val_fraction})")
+    for message in warnings:
+        log.warning("%s", message)
+
+    config_path = write_mmdet_config(
+        options.template, stage, data_root=out, classes=labels, num_train_images=len(split.train),
+        num_val_images=len(split.val), seed=options.seed, keep_empty=options.keep_empty,
+    )
+    final_config = out / config_path.name
+    print_counts = {
+        "tasks": counts["tasks"],
+        "tasks_unannotated": counts["tasks_unannotated"],
+        "tasks_annotated_empty": counts["tasks_annotated_empty"],
+        "tasks_failed": len(failures),
+        "images": len(entries),
+        "train_images": len(split.train),
+        "val_images": len(split.val),
+        "objects": ann_total,
+        "empty_images_kept": sum(1 for e in entries.values() if not e.num_objects),
+    }
+    digest = fingerprint(fingerprint_entries, labels=labels, options=options.output_options())
+    if source.project_model_version:
+        model_versions.setdefault(source.project_model_version, 0)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "batchlabel_version": __version__,
+        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": {
+            "kind": source.kind,
+            "label_studio_url": source.url,
+            "project_id": source.project_id,
+            "project_title": source.project_title,
+            "export_file": str(source.path) if source.kind == "export" else None,
+            "exported_at": source.exported_at,
+            "project_model_version": source.project_model_version,
+            "storage_root": str(config.storage.root),
+        },
+        "options": {**options.output_options(), "config": str(final_config)},
+        "fingerprint": digest,
+        "categories": [{"id": index + 1, "name": name} for index, name in enumerate(labels)],
+        "counts": print_counts,
+        "per_class": per_class,
+        "model_versions": dict(model_versions),
+        "annotation_selection": "ground truth first, else the latest non-cancelled annotation",
+        "findings": dict(findings.counts),
+        "warnings": warnings,
+        "failures": failures[:200],
+        "images": manifest_images,
+    }
+    write_manifest(stage, manifest)
+    return BuildReport(
+        status="built", out=out, categories=labels, counts=print_counts, per_class=per_class,
+        finding_counts=dict(findings.counts), finding_messages=dict(findings.messages), failures=failures,
+        warnings=warnings, fingerprint=digest,
+    )
+
+
+def iter_dataset_images(dataset_dir: Path, split: str = "all", *, limit: int | None = None) -> list[dict[str, Any]]:
+    """The first ``limit`` ``images`` entries of ``annotations/<split>.json``, each with its ``annotations`` list.
+
+    Streams the file twice (images, then annotations), so memory is bounded by ``limit`` images' annotations.
+    """
+    import ijson
+
+    path = Path(dataset_dir) / "annotations" / f"{split}.json"
+    try:
+        with path.open("rb") as handle:
+            images = []
+            for image in ijson.items(handle, "images.item", use_float=True):
+                images.append({**image, "annotations": []})
+                if limit is not None and len(images) >= limit:
+                    break
+        by_id = {image["id"]: image for image in images}
+        with path.open("rb") as handle:
+            for annotation in ijson.items(handle, "annotations.item", use_float=True):
+                image = by_id.get(annotation.get("image_id"))
+                if image is not None:
+                    image["annotations"].append(annotation)
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read ({error.strerror}); is {dataset_dir} a built dataset?") from None
+    except ijson.JSONError as error:
+        raise DatasetError(f"{path}: not valid COCO JSON: {error}") from None
+    return images

@@ -1,0 +1,224 @@
+"""Reading Label Studio JSON exports: streaming tasks, choosing the annotation that counts, finding the image file.
+
+A JSON export (``export_type="JSON"``, the format Label Studio's "Export > JSON" button writes and
+``projects.exports.download_sync`` returns) is one JSON array of task objects. It is read as a stream with ``ijson``
+so memory stays bounded however large the project is. A live project is exported to a temporary file first, so both
+sources go through exactly the same reader and give the same dataset.
+
+Which annotation counts for a task (explicit, documented): the ground-truth annotation when one is marked (the
+latest of them if several), else the latest non-cancelled annotation (by ``updated_at``, then ``created_at``, then
+``id``). Cancelled ("skipped") annotations never count.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class DatasetError(Exception):
+    """A problem with the source data a user can act on; the message names the task, file or key."""
+
+
+class ExportFormatError(DatasetError):
+    """The export file is not a Label Studio JSON export, or a task in it is malformed."""
+
+
+@dataclass(frozen=True)
+class ExportSource:
+    """Where the tasks come from, for the manifest.
+
+    ``kind`` is ``"project"`` (exported live through the SDK) or ``"export"`` (a file given by the user).
+    """
+
+    kind: str
+    path: Path
+    label_config: str
+    exported_at: str
+    project_id: int | None = None
+    project_title: str | None = None
+    url: str | None = None
+    project_model_version: str | None = None
+
+
+def iter_export_tasks(path: Path) -> Iterator[dict[str, Any]]:
+    """Stream the task objects of a Label Studio JSON export file, in file order.
+
+    Raises :class:`ExportFormatError` naming the file (and the task index) when the file is not a JSON array of
+    objects or the JSON is broken.
+    """
+    import ijson
+
+    path = Path(path)
+    try:
+        handle = path.open("rb")
+    except OSError as error:
+        raise ExportFormatError(f"{path}: cannot read the export file: {error.strerror}") from None
+    with handle:
+        head = handle.read(4096).lstrip()
+        if not head.startswith(b"["):
+            what = "an empty file" if not head else f"starts with {head[:20]!r}"
+            raise ExportFormatError(
+                f"{path}: not a Label Studio JSON export (expected a JSON array of tasks, got {what}); "
+                "export with 'JSON' (not JSON_MIN, CSV or COCO)"
+            )
+        handle.seek(0)
+        index = -1
+        try:
+            for index, task in enumerate(ijson.items(handle, "item", use_float=True)):  # noqa: B007
+                if not isinstance(task, dict):
+                    raise ExportFormatError(f"{path}: item {index}: expected a task object, got {type(task).__name__}")
+                yield task
+        except ijson.JSONError as error:
+            raise ExportFormatError(f"{path}: broken JSON after task number {index + 1}: {error}") from None
+
+
+def _timestamp(annotation: dict[str, Any], key: str) -> float:
+    value = annotation.get(key)
+    if not isinstance(value, str) or not value:
+        return float("-inf")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return float("-inf")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
+def select_annotation(task: dict[str, Any]) -> dict[str, Any] | None:
+    """The annotation that counts for ``task`` (see the module docstring), or None when there is none."""
+    annotations = task.get("annotations") or []
+    if not isinstance(annotations, list):
+        raise ExportFormatError(
+            f"task {task.get('id')}: 'annotations' must be a list, got {type(annotations).__name__}"
+        )
+    usable = []
+    for annotation in annotations:
+        if not isinstance(annotation, dict):
+            raise ExportFormatError(
+                f"task {task.get('id')}: an annotation is {type(annotation).__name__}, not an object"
+            )
+        if not annotation.get("was_cancelled"):
+            usable.append(annotation)
+    if not usable:
+        return None
+    pool = [a for a in usable if a.get("ground_truth")] or usable
+
+    def recency(annotation: dict[str, Any]) -> tuple[float, float, int]:
+        identifier = annotation.get("id")
+        return (
+            _timestamp(annotation, "updated_at"),
+            _timestamp(annotation, "created_at"),
+            identifier if isinstance(identifier, int) else -1,
+        )
+
+    return max(pool, key=recency)
+
+
+def image_rel_path(task: dict[str, Any], image_key: str) -> str:
+    """The document-root-relative path of the task's image, from ``data[image_key]`` = ``/data/local-files/?d=...``.
+
+    Raises :class:`DatasetError` naming the task for other URL kinds (uploads, http) and missing keys.
+    """
+    from batchlabel.sync.client import rel_path_from_url
+
+    data = task.get("data")
+    if not isinstance(data, dict) or image_key not in data:
+        raise ExportFormatError(f"task {task.get('id')}: data.{image_key} is missing (the labeling config's image)")
+    url = data[image_key]
+    rel = rel_path_from_url(url) if isinstance(url, str) else None
+    if not rel:
+        raise DatasetError(
+            f"task {task.get('id')}: data.{image_key} = {str(url)[:120]!r} is not a /data/local-files/?d=... URL; "
+            "batchlabel builds datasets from images under storage.root only"
+        )
+    return rel
+
+
+def resolve_image_path(rel_path: str, root: Path, *, task_id: Any) -> Path:
+    """``root / rel_path``, refusing paths that leave ``root`` (``..``, absolute paths, symlinks out)."""
+    root_resolved = Path(root).resolve()
+    candidate = (root_resolved / rel_path).resolve()
+    if not candidate.is_relative_to(root_resolved):
+        raise DatasetError(f"task {task_id}: image path {rel_path!r} points outside storage.root {root_resolved}")
+    return candidate
+
+
+def export_project(config: Any, *, dest_dir: Path, client: Any | None = None) -> ExportSource:
+    """Export the config's Label Studio project (every task, annotated or not) into a JSON file under ``dest_dir``.
+
+    ``client`` is an SDK ``LabelStudio`` (default: :func:`batchlabel.sync.client.connect` on the config). The
+    export streams to disk in chunks; nothing is held in memory. Raises :class:`DatasetError` when the project
+    does not exist.
+    """
+    from batchlabel.sync.client import connect, find_project, with_retries
+
+    ls = client if client is not None else connect(config.label_studio)
+    title = config.label_studio.project
+    project = find_project(ls, title)
+    if project is None:
+        raise DatasetError(
+            f"Label Studio project {title!r} (label_studio.project) not found at {config.label_studio.url}"
+        )
+    exported_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    def download() -> int:
+        handle.seek(0)
+        handle.truncate()
+        size = 0
+        for chunk in ls.projects.exports.download_sync(project.id, export_type="JSON", download_all_tasks=True):
+            handle.write(chunk)
+            size += len(chunk)
+        return size
+
+    with tempfile.NamedTemporaryFile(
+        dir=dest_dir, prefix=f"project-{project.id}-", suffix=".json", delete=False
+    ) as handle:
+        size = with_retries(download, what=f"export project {project.id}")
+    log.info("exported project %r (id %s): %.1f MB in %.1f s", title, project.id, size / 1e6,
+             time.perf_counter() - started)
+    return ExportSource(
+        kind="project",
+        path=Path(handle.name),
+        label_config=project.label_config or "",
+        exported_at=exported_at,
+        project_id=project.id,
+        project_title=title,
+        url=config.label_studio.url,
+        project_model_version=getattr(project, "model_version", None) or None,
+    )
+
+
+def file_source(path: Path, label_config: str) -> ExportSource:
+    """An :class:`ExportSource` for a user-given export file (its modification time stands for the export time)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: export file not found")
+    mtime = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+    return ExportSource(kind="export", path=path, label_config=label_config, exported_at=mtime)
+
+
+def image_data_key(label_config: str) -> str:
+    """The task data key of the labeling config's ``<Image value="$key">`` (``"image"`` when there is none)."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(label_config)
+    except ET.ParseError as error:
+        raise DatasetError(f"the project's labeling config is not valid XML: {error}") from None
+    for element in root.iter("Image"):
+        value = element.get("value", "")
+        if value.startswith("$") and len(value) > 1:
+            return value[1:]
+    return "image"

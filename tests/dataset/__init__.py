@@ -1,0 +1,1 @@
+"""Tests of batchlabel.dataset."""
