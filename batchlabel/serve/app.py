@@ -69,7 +69,11 @@ def build_backend(config: Config, *, model: Any = None, store: StoreLike | None 
         from batchlabel.infer.store import EmbeddingStore
 
         store = EmbeddingStore(config.embeddings_dir, max_bytes=int(config.cache.max_gb * 2**30))
-    encoder = BatchEncoder(model, store)
+    # No store on the encoder: the provider looks up and stores itself (one lookup per miss, under its per-image lock).
+    encoder = BatchEncoder(
+        model, None, max_batch_images=1, load_workers=1, backend=config.model.backend,
+        onnx_dir=config.cache.dir / "onnx",
+    )
     fetcher = ImageFetcher(
         label_studio_url=config.label_studio.url,
         api_key=config.label_studio.api_key,
