@@ -137,8 +137,10 @@ def decode_rgb(
         reason = f"refused as a possible decompression bomb: more than {max_pixels:,} pixels"
         raise ImageLoadError(name, reason) from None
     except UnidentifiedImageError:
-        head = data[:12]
-        raise ImageLoadError(name, f"not a recognised image format (file starts with {head!r})") from None
+        kind = _signature(data)
+        if kind is not None:
+            raise ImageLoadError(name, f"corrupt {kind} file: its header cannot be read") from None
+        raise ImageLoadError(name, f"not a recognised image format (file starts with {data[:12]!r})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageLoadError(name, f"corrupt image header: {exc}") from None
 
@@ -165,6 +167,26 @@ def decode_rgb(
         except (SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError) as exc:
             raise ImageLoadError(name, f"corrupt image data: {exc.__class__.__name__}: {exc}") from None
     return rgb, orientation
+
+
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF8", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+)
+
+
+def _signature(data: bytes) -> str | None:
+    """The image format a file's magic bytes claim, if any (to tell a corrupt image from a non-image)."""
+    for magic, kind in _SIGNATURES:
+        if data.startswith(magic):
+            return kind
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return None
 
 
 def _exif_orientation(image: object) -> int:

@@ -20,6 +20,7 @@ the store is under ``max_bytes``.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -157,9 +158,13 @@ class EmbeddingStore:
             "features_shape": list(features.shape),
             "features_dtype": "float16",
         }
-        _atomic_write(npy_path, lambda handle: np.save(handle, features, allow_pickle=False))
-        _atomic_write(json_path, lambda handle: handle.write(json.dumps(meta).encode("utf-8")))
-        added = npy_path.stat().st_size + json_path.stat().st_size
+        buffer = io.BytesIO()
+        np.save(buffer, features, allow_pickle=False)
+        npy_bytes = buffer.getvalue()
+        json_bytes = json.dumps(meta).encode("utf-8")
+        _atomic_write(npy_path, npy_bytes)
+        _atomic_write(json_path, json_bytes)  # last: a .json marks a complete entry
+        added = len(npy_bytes) + len(json_bytes)  # not stat(): another process may evict it at once
         with self._lock:
             self._puts_since_scan += 1
             if self._approx_bytes is None or self._puts_since_scan >= RESCAN_EVERY_PUTS:
@@ -236,12 +241,12 @@ class EmbeddingStore:
                         pass
 
 
-def _atomic_write(path: Path, write: object) -> None:
-    """Write through a temp file in ``path``'s folder, then ``os.replace`` it onto ``path``."""
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file in ``path``'s folder, then ``os.replace`` it onto ``path``."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            write(handle)  # type: ignore[operator]
+            handle.write(data)
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
