@@ -107,7 +107,15 @@ def oriented_image_size(path: Path, *, task_id: Any) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             width, height = image.size
-            orientation = image.getexif().get(0x0112, 1)
+            if image.format == "PNG":
+                # PNG's getexif() decodes every pixel when the eXIf chunk is not before the image data
+                raw = image.info.get("exif")
+                exif = Image.Exif()
+                if raw:
+                    exif.load(raw)
+                orientation = exif.get(0x0112, 1)
+            else:
+                orientation = image.getexif().get(0x0112, 1)
     except FileNotFoundError:
         raise DatasetError(f"task {task_id}: image file {path} not found") from None
     except (UnidentifiedImageError, OSError) as error:
@@ -469,7 +477,7 @@ class TaskConverter:
             if area <= 0:  # too thin to trace: keep the exact mask as RLE rather than lose the object
                 segmentation = None
         if segmentation is None:
-            segmentation = mask_to_coco_rle(mask)
+            segmentation = mask_to_coco_rle(_column_major(mask))
             area, bbox = float(coco_rle_area(segmentation)), [float(v) for v in coco_rle_bbox(segmentation)]
         if area < self.tiny_area_px:
             findings.append(Finding("tiny_object", task_id,
@@ -499,6 +507,13 @@ class TaskConverter:
                                 "use --mask-boxes to segment it with SAM"))
         bbox = [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]
         return CocoObject(region.category_id, [], bbox[2] * bbox[3], bbox, "box", region.result_id)
+
+
+def _column_major(mask: np.ndarray) -> np.ndarray:
+    """The same (H, W) bool mask stored column-major (what COCO RLE encodes), by OpenCV's fast transpose."""
+    import cv2
+
+    return cv2.transpose(np.ascontiguousarray(mask, dtype=bool).view(np.uint8)).T.view(bool)
 
 
 def _polygon_area_bbox(segmentation: list[list[float]], height: int, width: int) -> tuple[float, list[float]]:
