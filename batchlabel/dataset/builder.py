@@ -135,15 +135,18 @@ def _fingerprint_entry(task: dict[str, Any], annotation: dict[str, Any] | None) 
     return (task.get("id"), image, annotation.get("id"), annotation.get("updated_at"))
 
 
+def _selected_or_none(task: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        return select_annotation(task)
+    except DatasetError:
+        return None
+
+
 def export_fingerprint(path: Path, *, labels: list[str], options: BuildOptions) -> str:
     """The fingerprint of an export file without converting anything (one streaming pass)."""
     entries = []
     for task in iter_export_tasks(path):
-        try:
-            annotation = select_annotation(task)
-        except DatasetError:
-            annotation = None
-        entries.append(_fingerprint_entry(task, annotation))
+        entries.append(_fingerprint_entry(task, _selected_or_none(task)))
     return fingerprint(entries, labels=labels, options=options.output_options())
 
 
@@ -280,9 +283,10 @@ def _build(
         for task in iter_export_tasks(source.path):
             counts["tasks"] += 1
             task_id = task.get("id")
+            annotation = _selected_or_none(task)
+            fingerprint_entries.append(_fingerprint_entry(task, annotation))  # as export_fingerprint computes it
             try:
                 annotation = select_annotation(task)
-                fingerprint_entries.append(_fingerprint_entry(task, annotation))
                 for prediction in task.get("predictions") or []:
                     if isinstance(prediction, dict) and prediction.get("model_version"):
                         model_versions[str(prediction["model_version"])] += 1
@@ -483,8 +487,8 @@ def _finish(
         "empty_images_kept": sum(1 for e in entries.values() if not e.num_objects),
     }
     digest = fingerprint(fingerprint_entries, labels=labels, options=options.output_options())
-    if source.project_model_version:
-        model_versions.setdefault(source.project_model_version, 0)
+    for version, number in (source.prediction_model_versions or {}).items():
+        model_versions[version] = max(model_versions.get(version, 0), number)
     manifest = {
         "format_version": FORMAT_VERSION,
         "batchlabel_version": __version__,
@@ -505,6 +509,9 @@ def _finish(
         "counts": print_counts,
         "per_class": per_class,
         "model_versions": dict(model_versions),
+        "annotations_from_predictions": sum(
+            1 for e in entries.values() if e.annotation and e.annotation.get("parent_prediction") is not None
+        ),
         "annotation_selection": "ground truth first, else the latest non-cancelled annotation",
         "findings": dict(findings.counts),
         "warnings": warnings,

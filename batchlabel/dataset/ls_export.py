@@ -47,6 +47,8 @@ class ExportSource:
     project_title: str | None = None
     url: str | None = None
     project_model_version: str | None = None
+    #: model version -> number of predictions in the project (Label Studio's ``model-versions`` counters)
+    prediction_model_versions: dict[str, int] | None = None
 
 
 def iter_export_tasks(path: Path) -> Iterator[dict[str, Any]]:
@@ -160,7 +162,7 @@ def export_project(config: Any, *, dest_dir: Path, client: Any | None = None) ->
     export streams to disk in chunks; nothing is held in memory. Raises :class:`DatasetError` when the project
     does not exist.
     """
-    from batchlabel.sync.client import connect, find_project, with_retries
+    from batchlabel.sync.client import LabelStudioError, connect, find_project, request_json, with_retries
 
     ls = client if client is not None else connect(config.label_studio)
     title = config.label_studio.project
@@ -188,6 +190,13 @@ def export_project(config: Any, *, dest_dir: Path, client: Any | None = None) ->
         size = with_retries(download, what=f"export project {project.id}")
     log.info("exported project %r (id %s): %.1f MB in %.1f s", title, project.id, size / 1e6,
              time.perf_counter() - started)
+    try:
+        versions = request_json(ls, "GET", f"api/projects/{project.id}/model-versions/")
+    except LabelStudioError as error:
+        log.warning("cannot read the project's prediction model versions: %s", error)
+        versions = None
+    if not isinstance(versions, dict):
+        versions = None
     return ExportSource(
         kind="project",
         path=Path(handle.name),
@@ -197,6 +206,7 @@ def export_project(config: Any, *, dest_dir: Path, client: Any | None = None) ->
         project_title=title,
         url=config.label_studio.url,
         project_model_version=getattr(project, "model_version", None) or None,
+        prediction_model_versions={str(k): int(v) for k, v in versions.items()} if versions else None,
     )
 
 
