@@ -105,6 +105,7 @@ class LabelStudioSink:
         self.project: Any = None
         self.index: TaskIndex | None = None
         self._coverage: ls_client.StorageCoverage | None = None
+        self._version_shown = False
 
     @property
     def project_id(self) -> int:
@@ -114,8 +115,22 @@ class LabelStudioSink:
         """Find or create the project and its storage; make it show this run's model version."""
         self.project = ls_client.ensure_project(self.ls, self.config)
         self._coverage = ls_client.ensure_local_storage(self.ls, self.project_id, self.config.storage.root)
-        if self.config.preannotate.mode != "none":
+        self._version_shown = self.config.preannotate.mode == "none"
+        self._show_model_version()
+
+    def _show_model_version(self) -> None:
+        """Make the project show this run's predictions. Label Studio refuses a version no prediction has yet
+        (HTTP 400), so until the first push this is retried after each push that carried predictions."""
+        if self._version_shown:
+            return
+        try:
             ls_client.ensure_model_version(self.ls, self.project, self.model_version)
+        except ls_client.LabelStudioError as error:
+            if error.status != 400:
+                raise
+            log.debug("model version %r not settable yet: %s", self.model_version, error.message)
+            return
+        self._version_shown = True
 
     def load_index(self) -> TaskIndex:
         full = self.config.preannotate.mode in ("boxes", "points")
@@ -158,6 +173,8 @@ class LabelStudioSink:
         for item in existing:
             assert item.task_id is not None
             done[item.rel_path] = item.task_id
+        if any(item.prediction is not None for item in items):
+            self._show_model_version()
         return done
 
     def reconcile(self, items: Sequence[PushItem]) -> tuple[dict[str, int], list[PushItem]]:
