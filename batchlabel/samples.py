@@ -6,6 +6,7 @@ on a machine without internet. Existing files are left alone; nothing is written
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -17,10 +18,15 @@ from batchlabel.config import ConfigError, load_config
 log = logging.getLogger(__name__)
 
 SAMPLE_NAMES = ("chelsea", "astronaut", "coffee", "rocket", "camera")
+#: Hand-drawn boxes (XYXY pixels) written as sidecar JSON, so `preannotate.mode: boxes` has prompts offline.
+SAMPLE_BOXES = {
+    "chelsea": [{"label": "cat", "xyxy": [10, 0, 395, 300]}],
+    "astronaut": [{"label": "person", "xyxy": [20, 10, 370, 512]}],
+}
 
 
 def write_samples(root: Path) -> list[Path]:
-    """Write the sample JPEGs under ``root / "samples"``; returns the files that exist afterwards."""
+    """Write the sample JPEGs (and box sidecars) under ``root / "samples"``; returns the images there afterwards."""
     import skimage.data
 
     folder = root / "samples"
@@ -38,6 +44,10 @@ def write_samples(root: Path) -> list[Path]:
             image.save(tmp, format="JPEG", quality=92)
             tmp.replace(target)
             log.info("sample image %s", target)
+        boxes = SAMPLE_BOXES.get(name)
+        sidecar = target.with_name(target.name + ".json")
+        if boxes and not sidecar.exists():
+            sidecar.write_text(json.dumps({"objects": boxes}, indent=1))
         written.append(target)
     return written
 

@@ -84,7 +84,7 @@ class Credentials:
 
     @classmethod
     def generate(cls, username: str = "admin@example.com") -> Credentials:
-        return cls(username=username, password=secrets.token_urlsafe(12), api_key=secrets.token_hex(20))
+        return cls(username=username, password=secrets.token_hex(8), api_key=secrets.token_hex(20))
 
     def save(self, path: Path) -> None:
         """Write with mode 0600 (atomically) so only the owner can read the password and token."""
@@ -199,8 +199,8 @@ class EmbeddedLabelStudio:
         port = self.port or find_free_port()
         command = [
             str(executable), "start", "--no-browser", "--internal-host", "127.0.0.1", "-p", str(port),
-            "--data-dir", str(self.data_dir), "--username", self.credentials.username,
-            "--password", self.credentials.password, "--user-token", self.credentials.api_key,
+            "--data-dir", str(self.data_dir), f"--username={self.credentials.username}",
+            f"--password={self.credentials.password}", f"--user-token={self.credentials.api_key}",
             "--enable-legacy-api-token",
         ]
         log.info("starting Label Studio on 127.0.0.1:%d (data dir %s%s)", port, self.data_dir,

