@@ -31,7 +31,7 @@ def _write_images(folder: Path, count: int, long_side: int) -> list[Path]:
     from PIL import Image
     from skimage import data
 
-    sources = [data.chelsea(), data.astronaut(), data.coffee(), data.rocket(), data.motorcycle_left()]
+    sources = [data.chelsea(), data.astronaut(), data.coffee(), data.rocket(), data.camera()]
     paths = []
     for i in range(count):
         image = Image.fromarray(np.asarray(sources[i % len(sources)]))
