@@ -309,7 +309,6 @@ class DecoderBase:
         self, embedding: ImageEmbedding, prompts: Sequence[Prompt], *, multimask: bool = False, max_batch: int = 64
     ) -> list[LowRes]:
         """Like :meth:`decode_many` but stop at low-res logits: one :class:`LowRes` with ``B=1`` per prompt."""
-        self._check_embedding(embedding)
         results: list[LowRes | None] = [None] * len(prompts)
         groups: dict[tuple[int, bool, bool], list[int]] = {}
         for index, prompt in enumerate(prompts):
@@ -332,6 +331,8 @@ class DecoderBase:
         """
         if len({prompt.structure for prompt in prompts}) != 1:
             raise ValueError("decode_batch needs prompts with the same number of points, box and mask presence")
+        self._check_embedding(embedding)
+        self._check_kinds(prompts[0])
         coords, labels, masks = self._prompt_arrays(embedding, prompts)
         raw = self._low_res(embedding, coords, labels, masks)
         return select_masks(raw, multimask=multimask, ambiguous=prompts[0].ambiguous)
