@@ -73,4 +73,5 @@ def sidecar(path: Path, boxes: list[tuple[str, list[float]]]) -> None:
     """Write ``<image>.json`` with ``[{"label", "xyxy"}]`` boxes."""
     import json
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.with_name(path.name + ".json").write_text(json.dumps([{"label": name, "xyxy": box} for name, box in boxes]))
