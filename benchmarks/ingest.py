@@ -85,6 +85,7 @@ def bench_push(ls: Any, root: Path, cache: Path, url: str, api_key: str, count: 
     from batchlabel.sync.label_config import ControlNames
     from batchlabel.sync.results import object_results
 
+    (root / "sub").mkdir(parents=True, exist_ok=True)
     config = _config(root, cache, url, api_key, "bench-push", "boxes")
     version = "batchlabel bench"
     mask = object_mask(480, 640)
@@ -123,6 +124,7 @@ def bench_latency(ls: Any, root: Path, cache: Path, url: str, api_key: str, coun
     from batchlabel.ingest.sink import LabelStudioSink
     from batchlabel.sync.client import get_task
 
+    (root / "live").mkdir(parents=True, exist_ok=True)
     config = _config(root, cache, url, api_key, "bench-latency", "boxes")
     model = load_model(config.model)
     encoder = BatchEncoder(model, EmbeddingStore(config.embeddings_dir, max_bytes=10**9), max_batch_images=4,
