@@ -41,6 +41,7 @@ from batchlabel.serve.protocol import (
     WebhookRequest,
 )
 from batchlabel.serve.sources import ImageSourceError
+from batchlabel.serve.threads import cpu_cores, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,13 @@ def build_backend(config: Config, *, model: Any = None, store: StoreLike | None 
         api_key=config.label_studio.api_key,
         timeout_s=config.label_studio.timeout_s,
     )
-    provider = EmbeddingProvider(model_id=model.model_id, store=store, encode=encoder.encode_image, fetch=fetcher.fetch)
+    encode_threads = cpu_cores()
+
+    def encode(loaded: Any) -> Any:
+        with torch_threads(encode_threads):
+            return encoder.encode_image(loaded)
+
+    provider = EmbeddingProvider(model_id=model.model_id, store=store, encode=encode, fetch=fetcher.fetch)
     backend = Backend(
         config,
         decoder=MaskDecoder.from_model(model),

@@ -31,6 +31,7 @@ from batchlabel.serve.context import ContextError, InteractivePrompt, parse_cont
 from batchlabel.serve.embeddings import EmbeddingProvider
 from batchlabel.serve.protocol import Prediction, PredictRequest, PredictResponse, Task
 from batchlabel.serve.sources import ImageSourceError, resolve_image_url
+from batchlabel.serve.threads import DECODE_THREADS, cpu_cores, torch_threads
 from batchlabel.sync.label_config import ControlNames, load_label_config, parse_control_names
 from batchlabel.sync.results import ResultFormatError, object_results
 
@@ -87,7 +88,9 @@ class Backend:
         decoder: a pure, thread-safe decoder (``MaskDecoder.from_model(model)``).
         provider: embedding lookup / encode-on-miss.
         model_version: the version reported to Label Studio and put on every prediction (same as ``run``'s).
-        max_concurrent_decodes: decodes allowed at once (more only oversubscribe the CPU cores).
+        max_concurrent_decodes: decodes allowed at once (default: one per core, each on one thread; more only
+            oversubscribe the cores).
+        batch_threads: torch threads for batch pre-annotation (default: all cores).
     """
 
     def __init__(
@@ -97,13 +100,15 @@ class Backend:
         decoder: Any,
         provider: EmbeddingProvider,
         model_version: str,
-        max_concurrent_decodes: int = 2,
+        max_concurrent_decodes: int | None = None,
+        batch_threads: int | None = None,
     ) -> None:
         self.config = config
         self.decoder = decoder
         self.provider = provider
         self.model_version = model_version
-        self._decode_slots = threading.BoundedSemaphore(max_concurrent_decodes)
+        self._decode_slots = threading.BoundedSemaphore(max_concurrent_decodes or cpu_cores())
+        self._batch_threads = batch_threads or cpu_cores()
         self._default_xml: str | None = None
 
     # -- helpers -------------------------------------------------------------------------------------------------
@@ -130,7 +135,7 @@ class Backend:
         )
 
     def _decode(self, embedding: ImageEmbedding, prompt: Prompt, *, multimask: bool) -> Any:
-        with self._decode_slots:
+        with self._decode_slots, torch_threads(DECODE_THREADS):
             try:
                 return self.decoder.decode(embedding, prompt, multimask=multimask)
             except ValueError as exc:  # the decoder's contract for prompts the model cannot take
@@ -208,8 +213,14 @@ class Backend:
                 results.append([])
                 continue
             counts["encoded"] += lookup.origin == "encoded"
-            with self._decode_slots:
-                prediction = preannotate(self.config, self.decoder, lookup.embedding, task.model_dump())
+            try:
+                with self._decode_slots, torch_threads(self._batch_threads):
+                    prediction = preannotate(self.config, self.decoder, lookup.embedding, task.model_dump())
+            except ValueError as exc:  # preannotate's contract: prompts it cannot read or the model cannot take
+                log.warning("batch task=%s not pre-annotated: %s", task.id, exc)
+                counts["failed"] += 1
+                results.append([])
+                continue
             if not prediction or not prediction.get("result"):
                 counts["empty"] += 1
                 results.append([])
