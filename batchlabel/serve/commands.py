@@ -30,11 +30,9 @@ def _is_loopback(host: str) -> bool:
 
 def serve_command(config: Config, args: argparse.Namespace) -> int:
     """Run the backend with ``serve.host``/``serve.port`` (overridden by ``--host``/``--port``)."""
-    import uvicorn
-
     from batchlabel.infer.models import WeightsUnavailableError
     from batchlabel.serve.app import create_app
-    from batchlabel.serve.runner import BindError, bind_socket, uvicorn_config
+    from batchlabel.serve.runner import BindError, ForegroundServer, bind_socket, uvicorn_config
 
     host = getattr(args, "host", None) or config.serve.host
     port = getattr(args, "port", None) or config.serve.port
@@ -55,8 +53,9 @@ def serve_command(config: Config, args: argparse.Namespace) -> int:
             print(f"batchlabel serve: model weights unavailable\n{exc}", file=sys.stderr)
             return EXIT_CONFIG
         log.info("serving the ML backend on http://%s:%d (connect it in Label Studio: Settings > Model)", host, port)
-        server = uvicorn.Server(uvicorn_config(app, host=host, port=port))
+        server = ForegroundServer(uvicorn_config(app, host=host, port=port))
         server.run(sockets=[sock])
+        log.info("stopped (signals %s)", server.stop_signals or "none")
     finally:
         sock.close()
     return EXIT_OK

@@ -7,10 +7,12 @@ in-flight requests finish (up to ``GRACEFUL_SHUTDOWN_S``), then runs the app's l
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
@@ -52,6 +54,26 @@ def uvicorn_config(app: Any, *, host: str, port: int) -> uvicorn.Config:
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         server_header=False,
     )
+
+
+class ForegroundServer(uvicorn.Server):
+    """uvicorn's server for ``batchlabel serve``: a stop signal ends :meth:`run` normally after the graceful shutdown.
+
+    (uvicorn re-raises the captured SIGTERM/SIGINT after shutting down, so the process would die by the signal
+    instead of returning the command's exit code; ``stop_signals`` records them instead.)
+    """
+
+    stop_signals: list[int]
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        self.stop_signals = []
+        with super().capture_signals():
+            yield
+            captured = getattr(self, "_captured_signals", None)
+            if isinstance(captured, list):
+                self.stop_signals = [int(sig) for sig in captured]
+                captured.clear()
 
 
 def url_of(sock: socket.socket) -> str:
