@@ -8,11 +8,12 @@ BIN := $(VENV)/bin
 # where another pair fits (e.g. `make install TORCH_PAIR="torch==2.9.1 torchvision==0.24.1"` on aarch64).
 TORCH_PAIR ?= torch==2.14.1 torchvision==0.29.1
 LABEL_STUDIO ?= label-studio==1.23.2
+MMENGINE ?= mmengine==0.10.7
 CONFIG ?= configs/cats.yaml
 PYTEST_ARGS ?=
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: install run test lint samples clean-cache
+.PHONY: install run test lint samples clean-cache browser
 
 install: $(VENV)/.installed $(LS_VENV)/.installed
 
@@ -22,6 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install $(PIP_QUIET) $(TORCH_PAIR) 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -c "import torch, torchvision" || { echo "torch/torchvision install failed"; exit 1; }
 	$(BIN)/pip install $(PIP_QUIET) $(TORCH_PAIR) -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/pip install $(PIP_QUIET) --no-deps $(MMENGINE) 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -c "import batchlabel, segment_anything, label_studio_sdk, pycocotools" || { echo "install failed"; exit 1; }
 	touch $@
 
@@ -45,7 +47,15 @@ run: install samples
 	  $(BIN)/batchlabel up configs/cats-offline.yaml; \
 	else exit $$rc; fi
 
-test: install
+# Debian's chromium for the browser end-to-end test (never a browser download); needs root for apt-get, otherwise
+# the browser test is skipped with that reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; \
+	  else echo "chromium is not installed and this is not root: the browser test will be skipped"; fi; }
+
+test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
