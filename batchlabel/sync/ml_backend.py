@@ -34,7 +34,8 @@ def connect_ml_backend(
     for backend in ls.ml.list(project=project_id):
         if (backend.url or "").rstrip("/") == url:
             log.info("ML backend %s already connected to project %s (id %s)", url, project_id, backend.id)
-            return ls.ml.update(id=backend.id, url=url, is_interactive=True, title=title, **auth)
+            # Label Studio 1.23 answers 500 to a PATCH without the project ("setup_() missing 'project'").
+            return ls.ml.update(id=backend.id, project=project_id, url=url, is_interactive=True, title=title, **auth)
     backend = ls.ml.create(project=project_id, url=url, title=title, is_interactive=True, **auth)
     log.info("connected ML backend %s to project %s (id %s, state %s)", url, project_id, backend.id, backend.state)
     return backend
