@@ -131,11 +131,23 @@ class ServeConfig(_Section):
         return self
 
 
+class AutoBuildConfig(_Section):
+    """When ``watch`` builds the dataset by itself (into a new versioned folder with a ``latest`` link)."""
+
+    when: Literal["never", "all", "fraction", "tag"] = Field(
+        default="never", description="never | all (every task annotated) | fraction | tag (#build in the description)"
+    )
+    fraction: float = Field(default=1.0, gt=0, le=1)
+    tag: str = "build"
+    check_every_s: float = Field(default=60.0, gt=0)
+
+
 class DatasetConfig(_Section):
     out: Path = Path("dataset")
     template: Literal["mask-rcnn_r50_fpn", "rtmdet-ins_s"] = "mask-rcnn_r50_fpn"
     val_fraction: float = Field(default=0.2, ge=0, lt=1)
     seed: int = 0
+    auto_build: AutoBuildConfig = AutoBuildConfig()
 
 
 class Config(_Section):
