@@ -80,7 +80,27 @@ def _config(root: Path, cache: Path, url: str, api_key: str, title: str, mode: s
     return parse_config(raw, source="benchmarks/ingest.py", base_dir=root)
 
 
-def bench_push(ls: Any, root: Path, cache: Path, url: str, api_key: str, count: int) -> dict[str, Any]:
+def process_tree_cpu_s(pid: int) -> float:
+    """User+system CPU seconds of ``pid`` and its descendants (Linux /proc), so a shared machine's contention can be
+    told apart from the server's own cost."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = (task / "children").read_text().split()
+                todo.extend(int(child) for child in children)
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def bench_push(ls: Any, root: Path, cache: Path, url: str, api_key: str, count: int,
+               server_pid: int | None = None) -> dict[str, Any]:
     from batchlabel.ingest.sink import LabelStudioSink, PushItem
     from batchlabel.sync.label_config import ControlNames
     from batchlabel.sync.results import object_results
@@ -95,9 +115,13 @@ def bench_push(ls: Any, root: Path, cache: Path, url: str, api_key: str, count: 
     sink.open()
     items = [PushItem(f"sub/img{i:05d}.jpg", f"{i:064x}", prediction) for i in range(count)]
     payload_mb = len(json.dumps([{"data": {}, "predictions": [prediction]}])) * count / 1e6
+    server_cpu = process_tree_cpu_s(server_pid) if server_pid else 0.0
+    client_cpu = time.process_time()
     start = time.perf_counter()
     ids = sink.push(items)
     created_s = time.perf_counter() - start
+    client_cpu = time.process_time() - client_cpu
+    server_cpu = (process_tree_cpu_s(server_pid) - server_cpu) if server_pid else None
     again = [PushItem(item.rel_path, item.sha256, prediction, task_id=ids[item.rel_path]) for item in items]
     start = time.perf_counter()
     sink.push(again)
@@ -105,6 +129,10 @@ def bench_push(ls: Any, root: Path, cache: Path, url: str, api_key: str, count: 
     return {
         "tasks": count, "payload_mb": round(payload_mb, 1), "chunk_size": sink.chunk_size,
         "tasks_with_predictions_per_s": round(count / created_s, 1),
+        "client_cpu_s": round(client_cpu, 2),
+        "server_cpu_s": None if server_cpu is None else round(server_cpu, 2),
+        "tasks_with_predictions_per_server_cpu_s": None if not server_cpu else round(count / server_cpu, 1),
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "predictions_for_existing_tasks_per_s": round(count / predictions_s, 1),
     }
 
@@ -193,7 +221,8 @@ def main() -> int:
 
             ls = connect(LabelStudioConfig(url=server.url, api_key=TEMPLATE_CREDENTIALS.api_key, labels=("cat",)))
             report["push"] = bench_push(ls, work / "root" / "push", work / "cache-push", server.url,
-                                        TEMPLATE_CREDENTIALS.api_key, args.tasks)
+                                        TEMPLATE_CREDENTIALS.api_key, args.tasks,
+                                        server_pid=server._process.pid if server._process else None)
             report["latency"] = bench_latency(ls, work / "root" / "latency", work / "cache-latency", server.url,
                                               TEMPLATE_CREDENTIALS.api_key, args.latency_images)
     finally:
