@@ -238,6 +238,7 @@ def run_command(config: Config, args: argparse.Namespace) -> int:
 
 def watch_command(config: Config, args: argparse.Namespace) -> int:
     """The ingestion daemon; exits 0 after SIGINT/SIGTERM (2 on a config error)."""
+    from batchlabel.ingest.autobuild import AutoBuilder
     from batchlabel.ingest.discovery import FolderWatcher
 
     summary_every_s = float(getattr(args, "summary_every_s", 60.0) or 60.0)
@@ -254,8 +255,10 @@ def watch_command(config: Config, args: argparse.Namespace) -> int:
             scanned = _initial_scan(session, config)
             log.info("watching %s (%d file(s) found at start)", config.storage.root, scanned)
             next_summary = time.monotonic() + summary_every_s
+            auto_builder = AutoBuilder(config, ls)
             while not stop.is_set():
                 _feed(session)
+                auto_builder.poll()
                 due = session.tracker.next_due_s()
                 session.tracker.wait_for_change(min(1.0, due if due is not None else 1.0) or POLL_S)
                 if time.monotonic() >= next_summary:
@@ -266,6 +269,7 @@ def watch_command(config: Config, args: argparse.Namespace) -> int:
             log.info("stopping: finishing the batch in flight")
             watcher.stop()
             session.pipeline.close()
+            auto_builder.join(timeout_s=600.0)
             summary = _summary(session, started, scanned)
             session.journal.close()
             log.info("stopped: %s", _report_lines(summary)[0])
