@@ -42,6 +42,8 @@ LOW_RES_SIZE = 256
 #: Logit threshold above which a pixel belongs to the mask (``Sam.mask_threshold``).
 MASK_THRESHOLD = 0.0
 PROMPT_KINDS = ("point", "box", "mask")
+#: Output rows upsampled at a time (bounds the float scratch to _ROW_CHUNK x width).
+_ROW_CHUNK = 256
 #: Default number of images whose prompt-independent decoder tensors are kept (about 12 MiB each, fp32 on CPU).
 DEFAULT_CACHE_IMAGES = 8
 
@@ -231,18 +233,24 @@ def upsample_masks(
         if y1 <= y0 or x1 <= x0:
             continue
         low = logits[k]
-        by = torch.from_numpy(base_y[y0:y1]).to(low.device)
-        wy = torch.from_numpy(w_y[y0:y1]).to(low.device)
-        # vertical pass: (rows of region, 256); indices past the edge carry zero weight
-        tall = low[by] * wy[:, 0:1]
-        tall.addcmul_(low[torch.clamp(by + 1, max=n_low - 1)], wy[:, 1:2])
-        tall.addcmul_(low[torch.clamp(by + 2, max=n_low - 1)], wy[:, 2:3])
+        # horizontal pass on the low-res rows the region reads (at most 256 rows): (rows, region width)
+        r_lo, r_hi = int(base_y[y0]), min(int(base_y[y1 - 1]) + 2, n_low - 1)
         bx = torch.from_numpy(base_x[x0:x1]).to(low.device)
         wx = torch.from_numpy(w_x[x0:x1]).to(low.device)
-        values = tall[:, bx] * wx[:, 0]
-        values.addcmul_(tall[:, torch.clamp(bx + 1, max=n_low - 1)], wx[:, 1])
-        values.addcmul_(tall[:, torch.clamp(bx + 2, max=n_low - 1)], wx[:, 2])
-        out[k, y0:y1, x0:x1] = (values > MASK_THRESHOLD).cpu().numpy()
+        rows_low = low[r_lo : r_hi + 1]
+        wide = rows_low[:, bx] * wx[:, 0]
+        wide.addcmul_(rows_low[:, torch.clamp(bx + 1, max=n_low - 1)], wx[:, 1])
+        wide.addcmul_(rows_low[:, torch.clamp(bx + 2, max=n_low - 1)], wx[:, 2])
+        # vertical pass in row chunks (whole-row gathers; the chunk stays in cache); indices past the edge have 0 weight
+        last = wide.shape[0] - 1
+        for c0 in range(y0, y1, _ROW_CHUNK):
+            c1 = min(c0 + _ROW_CHUNK, y1)
+            by = torch.from_numpy(base_y[c0:c1] - r_lo).to(low.device)
+            wy = torch.from_numpy(w_y[c0:c1]).to(low.device)
+            values = wide[by] * wy[:, 0:1]
+            values.addcmul_(wide[torch.clamp(by + 1, max=last)], wy[:, 1:2])
+            values.addcmul_(wide[torch.clamp(by + 2, max=last)], wy[:, 2:3])
+            out[k, c0:c1, x0:x1] = (values > MASK_THRESHOLD).cpu().numpy()
     return out
 
 
