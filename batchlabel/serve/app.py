@@ -23,7 +23,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from batchlabel import __version__
@@ -156,17 +156,30 @@ def create_app(config: Config, *, model: Any = None, store: StoreLike | None = N
     @app.post("/setup", response_model=SetupResponse)
     async def post_setup(body: SetupRequest) -> SetupResponse:
         log.info("setup project=%s hostname=%s", body.project, body.hostname)
+        if body.schema_:
+            try:
+                names = backend.schema_for(body.schema_).names
+            except PredictError as exc:
+                log.warning("setup project=%s: %s", body.project, exc.message)
+            else:
+                if names.brush is None:
+                    log.warning("setup project=%s: the labeling config has no BrushLabels tool; interactive "
+                                "answers will be refused", body.project)
+                if names.keypoint is None and names.rectangle is None:
+                    log.warning("setup project=%s: the labeling config has no smart KeyPointLabels or "
+                                "RectangleLabels tool", body.project)
         return SetupResponse(model_version=backend.model_version)
 
     @app.get("/versions")
     async def get_versions() -> dict[str, list[str]]:
         return {"versions": [backend.model_version]}
 
-    @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True)
-    async def post_predict(body: PredictRequest) -> PredictResponse:
-        if body.is_interactive:
-            return await run_in_threadpool(backend.interactive, body)
-        return await run_in_threadpool(backend.batch, body)
+    @app.post("/predict", response_model=PredictResponse)
+    async def post_predict(body: PredictRequest) -> Response:
+        answer = backend.interactive if body.is_interactive else backend.batch
+        response: PredictResponse = await run_in_threadpool(answer, body)
+        # Serialised by pydantic-core directly: FastAPI's generic encoder takes ~80 ms for a 60k-run brush RLE.
+        return Response(response.model_dump_json(), media_type="application/json")
 
     @app.post("/webhook")
     async def post_webhook(body: WebhookRequest) -> dict[str, str]:

@@ -47,8 +47,15 @@ def model_section(model: Any) -> dict[str, Any]:
     return {"name": model.spec.name, "checkpoint": "auto", "device": "cpu"}
 
 
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache dir shared by the session's in-process tests: the store is content addressed, so sharing it only
+    saves encodes. Tests that count encodes use an image no other test uses."""
+    return tmp_path_factory.mktemp("serve-cache")
+
+
 @pytest.fixture
-def offline_config(tmp_path: Path) -> Callable[..., Config]:
+def offline_config(tmp_path: Path, shared_cache: Path) -> Callable[..., Config]:
     """``offline_config(model, serve={...}, ...)``: a Config with no Label Studio (for in-process app tests)."""
 
     def make(model: Any, **sections: dict[str, Any]) -> Config:
@@ -59,7 +66,7 @@ def offline_config(tmp_path: Path) -> Callable[..., Config]:
             "label_studio": {"url": None, "api_key": None, "labels": ["cat", "person"]},
             "model": model_section(model),
             "preannotate": {"mode": "none", "default_label": "cat", "outputs": ["brush"]},
-            "cache": {"dir": str(tmp_path / "cache"), "max_gb": 1},
+            "cache": {"dir": str(shared_cache), "max_gb": 1},
         }
         for key, value in sections.items():
             raw[key] = {**raw.get(key, {}), **value}

@@ -47,6 +47,11 @@ def test_health_setup_webhook_versions(client: TestClient, cat_config: Any, lite
     assert setup.status_code == 200
     assert setup.json() == {"model_version": model_version_for(cat_config, litemedsam.model_id)}
     assert "TOKEN-abc123" not in caplog.text
+    brushless = client.post("/setup", json={"project": "4.1", "schema": '<View><Image name="image" value="$image"/>'
+                                            '<RectangleLabels name="r" toName="image"><Label value="cat"/>'
+                                            "</RectangleLabels></View>"})
+    assert brushless.status_code == 200 and "no BrushLabels tool" in caplog.text
+    assert client.post("/setup", json={"schema": "<View"}).status_code == 200  # a broken schema is only logged
     webhook = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 3}})
     assert webhook.status_code == 200 and webhook.json() == {"status": "ok"}
     assert client.get("/versions").json() == {"versions": [setup.json()["model_version"]]}
@@ -85,7 +90,11 @@ def test_store_hit_after_one_encode_and_concurrent_misses_encode_once(
     cat_config: Any, litemedsam: Any, chelsea: np.ndarray, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    body = predict_body(CAT_URL, [box_context(CAT_BOX, chelsea.shape[:2])])
+    unique = chelsea.copy()
+    unique[0, 0] = np.random.default_rng().integers(0, 255, 3)  # a new image: no other test encoded it
+    unique[-1, -1] = np.random.default_rng().integers(0, 255, 3)
+    save_image(unique, cat_config.storage.root / "cats" / "unique.jpg")
+    body = predict_body("/data/local-files/?d=cats/unique.jpg", [box_context(CAT_BOX, chelsea.shape[:2])])
     app = create_app(cat_config, model=litemedsam)
     with TestClient(app) as client, ThreadPoolExecutor(4) as pool:
         responses = list(pool.map(lambda _: client.post("/predict", json=body), range(4)))
