@@ -74,7 +74,7 @@ class ImageFetcher:
             with self._client.stream("GET", image.url, headers=headers) as response:
                 if response.status_code == 404:
                     raise ImageSourceError(404, f"image not found at {where}")
-                if response.status_code in (401, 403):
+                if response.status_code in (401, 403) and image.label_studio:
                     raise ImageSourceError(
                         502, f"{where} answered {response.status_code}: check label_studio.api_key"
                     )

@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 
 from batchlabel.sync.label_config import generate_label_config
-from tests.serve.conftest import CAT_BOX, box_context, brush_masks, point_context, save_image, write_sidecar
+from tests.serve.conftest import (
+    CAT_BOX,
+    box_context,
+    brush_masks,
+    iou,
+    point_context,
+    save_image,
+    write_sidecar,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.labelstudio]
 
@@ -67,8 +75,16 @@ def test_connect_bbox2label_retrieve_predictions_and_uploads(
     context = [box_context((0, 0, 50, 50), (h, w), origin="prediction"), box_context(CAT_BOX, (h, w))]
     answer = interactive(label_studio, backend.id, cat_task, context)
     (mask,) = brush_masks(answer["result"])
-    assert mask.shape == (h, w) and mask.mean() > 0.4
+    assert mask.shape == (h, w) and mask.mean() > 0.4  # most of the cat
     assert 0 < answer["score"] <= 1
+    from segment_anything import SamPredictor
+
+    from batchlabel.infer.images import load_image
+
+    predictor = SamPredictor(litemedsam.sam)
+    predictor.set_image(np.array(load_image(root / "chelsea.jpg").rgb))
+    expected, _, _ = predictor.predict(box=np.array(CAT_BOX), multimask_output=False)
+    assert iou(mask, expected[0]) >= 0.99
 
     # "Retrieve predictions": Label Studio calls /health, /setup, then one batch /predict
     response = ls_post(label_studio, f"/api/dm/actions?id=retrieve_tasks_predictions&project={project_id}",
