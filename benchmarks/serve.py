@@ -158,6 +158,7 @@ def _load(
 
     per_client = max(1, requests // clients)
     cpu_start = _cpu_s(pid)
+    client_cpu_start = time.process_time()
     start = time.perf_counter()
     threads = [threading.Thread(target=worker, args=(i, per_client)) for i in range(clients)]
     for thread in threads:
@@ -166,6 +167,7 @@ def _load(
         thread.join()
     wall = time.perf_counter() - start
     cpu = _cpu_s(pid) - cpu_start
+    client_cpu = time.process_time() - client_cpu_start
     ordered = sorted(latencies)
     return {
         "clients": clients,
@@ -176,6 +178,8 @@ def _load(
         "mean_ms": round(statistics.fmean(ordered), 1),
         "throughput_rps": round(len(ordered) / wall, 1),
         "server_cpu_ms_per_request": round(1000 * cpu / max(1, len(ordered)), 1),
+        # the clients run on the same cores: their CPU (building bodies, parsing answers) competes with the server
+        "client_cpu_ms_per_request": round(1000 * client_cpu / max(1, len(ordered)), 1),
     }
 
 
