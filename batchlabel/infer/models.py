@@ -125,9 +125,11 @@ class LoadedModel:
 
 def _build_sam_vit(builder_name: str) -> Callable[[], Sam]:
     def build() -> Sam:
-        from segment_anything import build_sam
+        # the module itself: `segment_anything.build_sam` as an attribute is re-bound to a function by the package
+        import importlib
 
-        return getattr(build_sam, builder_name)(checkpoint=None)  # type: ignore[no-any-return]
+        builders = importlib.import_module("segment_anything.build_sam")
+        return getattr(builders, builder_name)(checkpoint=None)  # type: ignore[no-any-return]
 
     build.__name__ = f"build_{builder_name}"
     return build

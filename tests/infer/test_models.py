@@ -169,3 +169,17 @@ def test_litemedsam_real_weights_and_normalisation_choice() -> None:
     minmax = normalise_canvas(torch.from_numpy(canvas)[None], [size], minmax_spec)
     assert not torch.allclose(minmax, predictor_input, atol=1e-3)
     assert float(minmax.min()) == 0.0 and float(minmax[..., :170, :256].max()) == 1.0
+
+
+def test_sam_vit_b_random_weights_have_the_official_checkpoint_keys(tmp_path: Path) -> None:
+    """ViT-B built by the registry: random weights behind the switch; its state dict (the official keys) loads back
+    strictly from a file, the way a downloaded sam_vit_b_01ec64.pth does."""
+    model = load_model(ModelConfig(name="sam_vit_b", checkpoint="random", allow_random_weights=True))
+    assert model.model_id == "sam_vit_b@random" and model.sam.image_encoder.img_size == 1024
+    state = model.sam.state_dict()
+    assert "image_encoder.blocks.11.attn.qkv.weight" in state and "mask_decoder.iou_token.weight" in state
+    torch.save(state, tmp_path / "sam_vit_b.pth")
+    reloaded = load_model(ModelConfig(name="sam_vit_b", checkpoint=str(tmp_path / "sam_vit_b.pth")))
+    assert reloaded.model_id.startswith("sam_vit_b@") and reloaded.model_id != "sam_vit_b@random"
+    key = "mask_decoder.iou_token.weight"
+    assert torch.equal(reloaded.sam.state_dict()[key], state[key])
