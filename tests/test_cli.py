@@ -19,7 +19,7 @@ def test_help_lists_every_subcommand() -> None:
     result = subprocess.run([sys.executable, "-m", "batchlabel", "--help"], capture_output=True, text=True, check=True)
     for name in EXPECTED_COMMANDS:
         assert f"    {name}" in result.stdout
-    assert EXPECTED_COMMANDS <= {command.name for command in SUBCOMMANDS}
+    assert {command.name for command in SUBCOMMANDS} >= EXPECTED_COMMANDS
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_COMMANDS))

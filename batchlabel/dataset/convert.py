@@ -388,7 +388,7 @@ class TaskConverter:
             polygons = [r for r in members if r.kind == "polygonlabels"]
             if brushes:  # the exact form wins; the group's polygons and rectangle describe the same object
                 lead = brushes[0]
-                mask = np.logical_or.reduce([r.mask for r in brushes]) if len(brushes) > 1 else lead.mask
+                mask = np.logical_or.reduce([np.asarray(r.mask) for r in brushes]) if len(brushes) > 1 else lead.mask
             elif polygons:  # the parts of one object
                 lead = _Region(polygons[0].category_id, "polygonlabels", polygons[0].result_id,
                                polygons=[p for r in polygons for p in r.polygons])

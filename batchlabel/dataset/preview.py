@@ -56,8 +56,8 @@ def render_overlay(rgb: np.ndarray, image: dict[str, Any], names: dict[int, str]
     for annotation in image["annotations"]:
         mask = segmentation_mask(annotation["segmentation"], height, width)
         if mask is not None and mask.shape == (height, width):
-            colour = np.array(category_colour(annotation["category_id"]), dtype=np.float32)
-            canvas[mask] = canvas[mask] * (1 - MASK_ALPHA) + colour * MASK_ALPHA
+            tint = np.array(category_colour(annotation["category_id"]), dtype=np.float32)
+            canvas[mask] = canvas[mask] * (1 - MASK_ALPHA) + tint * MASK_ALPHA
     picture = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(picture)
     line = max(1, round(max(height, width) / 400))

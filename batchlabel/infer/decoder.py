@@ -397,7 +397,7 @@ class DecoderBase:
                 label_rows.append(np.concatenate(part_labels))
             coords, labels = np.stack(coord_rows), np.stack(label_rows)
         if has_mask:
-            masks = np.stack([prompt.mask_logits for prompt in prompts]).astype(np.float32)
+            masks = np.stack([np.asarray(prompt.mask_logits) for prompt in prompts]).astype(np.float32)
         return coords, labels, masks
 
 

@@ -52,7 +52,10 @@ class AutoBuilder:
         from batchlabel.dataset.ls_export import DatasetError
         from batchlabel.sync.client import LabelStudioError, LabelStudioUnavailableError
 
-        rule = CompletionRule(mode=self.settings.when, fraction=self.settings.fraction, tag=self.settings.tag)
+        when = self.settings.when
+        if when == "never":
+            return
+        rule = CompletionRule(mode=when, fraction=self.settings.fraction, tag=self.settings.tag)
         try:
             version = build_if_complete(self.config, rule=rule, client=self.client)
         except (DatasetError, LabelStudioError, LabelStudioUnavailableError, OSError) as error:

@@ -54,7 +54,7 @@ class TaskIndex:
         count = 0
         for task in ls_client.iter_tasks(ls, project_id):
             count += 1
-            rel = ls_client.rel_path_from_url((task.get("data") or {}).get("image"))
+            rel = ls_client.rel_path_from_url(str((task.get("data") or {}).get("image") or ""))
             sha = (task.get("meta") or {}).get("sha256")
             entry = task if full else {
                 "id": task["id"], "data": task.get("data"), "meta": task.get("meta"),

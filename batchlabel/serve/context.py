@@ -59,7 +59,7 @@ class InteractivePrompt:
     def to_prompt(self, image_size: tuple[int, int]) -> Prompt:
         """The decoder prompt in pixels of ``image_size`` ``(height, width)`` (the embedding's ``original_size``)."""
         height, width = image_size
-        scale = np.ones(2, dtype=np.float32)
+        scale: np.ndarray = np.ones(2, dtype=np.float32)
         if self.frame_size is not None and tuple(self.frame_size) != (height, width):
             frame_h, frame_w = self.frame_size
             scale = np.array([width / frame_w, height / frame_h], dtype=np.float32)

@@ -192,7 +192,8 @@ class EmbeddingProvider:
             with self._image_locks.hold(sha256):
                 found = self._cached(sha256)  # another request may have encoded it while we waited
                 if found is None:
-                    found = (self._encode_miss(source, sha256, data), "encoded")
+                    encoded: tuple[ImageEmbedding, Origin] = (self._encode_miss(source, sha256, data), "encoded")
+                    found = encoded
         embedding, origin = found
         return EmbeddingLookup(embedding, origin, (time.perf_counter() - start) * 1000.0)
 

@@ -14,7 +14,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 log = logging.getLogger("batchlabel.serve.access")
@@ -28,7 +28,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _request_ids = itertools.count(1)
 
 
-async def _send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()) -> None:
+async def _send_json(
+    send: Send, status: int, body: dict[str, Any], headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
     data = json.dumps(body).encode()
     await send(
         {

@@ -92,7 +92,7 @@ class BackgroundServer:
         self.sock = sock
         self.url = url_of(sock)
         self.server = uvicorn.Server(uvicorn_config(app, host=host, port=port))
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign,attr-defined]
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True,
                                         name="batchlabel-serve")
 

@@ -228,7 +228,7 @@ def request_json(
         content = None if body is None else json.dumps(body, separators=(",", ":")).encode("utf-8")
         headers = None if body is None else {"Content-Type": "application/json"}
         response = http.request(path, method=method, params=params, content=content, headers=headers,
-                                request_options=options)
+                                request_options=options)  # type: ignore[arg-type]
         if response.status_code >= 400:
             from label_studio_sdk.core.api_error import ApiError
 
@@ -267,7 +267,7 @@ def _normalise_xml(xml: str) -> str:
 
 def find_project(ls: LabelStudio, title: str, *, policy: RetryPolicy = RetryPolicy()) -> Any | None:
     """The project with exactly this title (the lowest id when several), or None."""
-    pager = with_retries(lambda: list(ls.projects.list(title=title, page_size=100)), what="list projects",
+    pager: list[Any] = with_retries(lambda: list(ls.projects.list(title=title, page_size=100)), what="list projects",
                          policy=policy)
     matches = sorted((p for p in pager if p.title == title), key=lambda p: p.id)
     if not matches:
