@@ -7,7 +7,6 @@ does not validate never gets here: the CLI exits 2 with the file and key named).
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import os
 import shutil
 from collections.abc import Iterator
@@ -32,20 +31,6 @@ class Finding:
         return f"[{self.level:>4}] {self.topic}: {self.message}"
 
 
-def matches_patterns(relative: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
-    """Whether a POSIX path relative to the document root is selected by include/exclude globs.
-
-    ``**/`` also matches zero folders, so ``**/*.jpg`` selects ``a.jpg`` at the root as well.
-    """
-
-    def match(pattern: str) -> bool:
-        return fnmatch.fnmatch(relative, pattern) or (
-            pattern.startswith("**/") and fnmatch.fnmatch(relative, pattern[3:])
-        )
-
-    return any(match(p) for p in include) and not any(match(p) for p in exclude)
-
-
 def _check_storage(config: Config) -> Iterator[Finding]:
     root = config.storage.root
     if not root.exists():
@@ -55,12 +40,9 @@ def _check_storage(config: Config) -> Iterator[Finding]:
     if not root.is_dir():
         yield Finding("FAIL", "storage.root", f"{root} is not a folder")
         return
-    count = 0
-    for dirpath, _dirnames, filenames in os.walk(root):
-        for filename in filenames:
-            relative = Path(dirpath, filename).relative_to(root).as_posix()
-            if matches_patterns(relative, config.storage.include, config.storage.exclude):
-                count += 1
+    from batchlabel.ingest.discovery import PathFilter, scan
+
+    count = sum(1 for _ in scan(root, PathFilter(config.storage.include, config.storage.exclude)))
     level: Level = "ok" if count else "warn"
     yield Finding(level, "storage.root", f"{root}: {count} image file(s) match include/exclude")
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import re
 import sys
 import time
 from collections.abc import Iterable
@@ -28,46 +26,12 @@ GIB = 1 << 30
 ENCODE_STAGE = "encode"
 
 
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """A glob over ``/``-separated relative paths: ``**/`` = any folders (or none), ``*`` / ``?`` stay in one folder.
-    Matching ignores case (``IMG_1.JPG`` matches ``**/*.jpg``)."""
-    out = []
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out) + r"\Z", re.IGNORECASE)
-
-
 def find_images(root: Path, include: Iterable[str], exclude: Iterable[str] = ()) -> list[Path]:
-    """Files under ``root`` whose ``/``-separated relative path matches an include glob and no exclude glob; sorted.
-    Hidden files and folders (a leading dot) are skipped."""
-    includes = [_glob_regex(p) for p in include]
-    excludes = [_glob_regex(p) for p in exclude]
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for filename in filenames:
-            if filename.startswith("."):
-                continue
-            path = Path(dirpath) / filename
-            rel = path.relative_to(root).as_posix()
-            if any(r.match(rel) for r in includes) and not any(r.match(rel) for r in excludes):
-                found.append(path)
-    return sorted(found)
+    """Files under ``root`` selected by the include/exclude globs, sorted: the same selection as ``run``/``watch``
+    (:class:`batchlabel.ingest.discovery.PathFilter`: case-insensitive, hidden and temporary files skipped)."""
+    from batchlabel.ingest.discovery import PathFilter, scan
+
+    return sorted(scan(root, PathFilter(tuple(include), tuple(exclude))))
 
 
 def _open_journal(config: Config) -> Any:
