@@ -88,22 +88,26 @@ def test_live_round_trip_and_export_give_identical_files(
             (file_out / "annotations" / f"{split}.json").read_bytes(), split
 
 
-def test_build_if_complete_waits_for_the_last_task_then_versions(
-    label_studio: Any, make_config: Callable[..., Config], tmp_path: Path
-) -> None:
-    prefix = f"complete-{uuid.uuid4().hex[:8]}"
-    root = label_studio.document_root
-    config = make_config(storage={"root": str(root)}, label_studio={"labels": LABELS},
-                         dataset={"out": str(tmp_path / "datasets"), "val_fraction": 0.0})
+def half_annotated_project(label_studio: Any, config: Config, prefix: str) -> tuple[list[int], np.ndarray]:
+    """Two 30x20 images in ``config``'s project, the first annotated with a brush mask; returns task ids and mask."""
     mask = np.zeros((20, 30), bool)
     mask[2:9, 3:12] = True
     tasks = []
     for index in range(2):
         rel = f"{prefix}/{index}.png"
-        helpers.write_image(root, rel, np.zeros((20, 30, 3), np.uint8))
+        helpers.write_image(label_studio.document_root, rel, np.zeros((20, 30, 3), np.uint8))
         annotations = [helpers.annotation([helpers.brush(mask, "cat")], 1)] if index == 0 else []
         tasks.append({"data": {"image": image_url(rel)}, "annotations": annotations})
     _, task_ids = create_project(label_studio, config, tasks)
+    return task_ids, mask
+
+
+def test_build_if_complete_waits_for_the_last_task_then_versions(
+    label_studio: Any, make_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    config = make_config(storage={"root": str(label_studio.document_root)}, label_studio={"labels": LABELS},
+                         dataset={"out": str(tmp_path / "datasets"), "val_fraction": 0.0})
+    task_ids, mask = half_annotated_project(label_studio, config, f"complete-{uuid.uuid4().hex[:8]}")
 
     assert build_if_complete(config, rule=CompletionRule("all"), client=label_studio.client) is None
     half = build_if_complete(config, rule=CompletionRule("fraction", fraction=0.5), client=label_studio.client)

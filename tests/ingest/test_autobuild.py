@@ -7,14 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from batchlabel.config import Config
 from batchlabel.ingest.autobuild import AutoBuilder
-from batchlabel.sync.client import image_url
 from tests.dataset import helpers
-from tests.dataset.test_live_project import LABELS, create_project
+from tests.dataset.test_live_project import LABELS, half_annotated_project
 
 pytestmark = pytest.mark.labelstudio
 
@@ -30,20 +28,10 @@ class FakeClock:
 def test_builds_in_the_background_once_every_task_is_annotated(
     label_studio: Any, make_config: Callable[..., Config], tmp_path: Path
 ) -> None:
-    prefix = f"autobuild-{uuid.uuid4().hex[:8]}"
-    root = label_studio.document_root
-    config = make_config(storage={"root": str(root)}, label_studio={"labels": LABELS},
+    config = make_config(storage={"root": str(label_studio.document_root)}, label_studio={"labels": LABELS},
                          dataset={"out": str(tmp_path / "datasets"), "val_fraction": 0.0,
                                   "auto_build": {"when": "all", "check_every_s": 30}})
-    mask = np.zeros((20, 30), bool)
-    mask[2:9, 3:12] = True
-    tasks = []
-    for index in range(2):
-        rel = f"{prefix}/{index}.png"
-        helpers.write_image(root, rel, np.zeros((20, 30, 3), np.uint8))
-        annotations = [helpers.annotation([helpers.brush(mask, "cat")], 1)] if index == 0 else []
-        tasks.append({"data": {"image": image_url(rel)}, "annotations": annotations})
-    _, task_ids = create_project(label_studio, config, tasks)
+    task_ids, mask = half_annotated_project(label_studio, config, f"autobuild-{uuid.uuid4().hex[:8]}")
 
     clock = FakeClock()
     builder = AutoBuilder(config, label_studio.client, clock=clock)
