@@ -21,7 +21,8 @@ import logging
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,27 @@ PROMPT_KINDS = ("point", "box", "mask")
 _ROW_CHUNK = 256
 #: Default number of images whose prompt-independent decoder tensors are kept (about 12 MiB each, fp32 on CPU).
 DEFAULT_CACHE_IMAGES = 8
+
+
+_thread_state = threading.local()
+
+
+@contextmanager
+def decode_threads(count: int | None) -> Iterator[None]:
+    """Hint for decoders with their own thread pools (ONNX Runtime): decode on ``count`` intra-op threads in the
+    block, on the calling thread only (``None``: the decoder's default). The torch decoder follows
+    ``torch.set_num_threads`` instead."""
+    previous = getattr(_thread_state, "threads", None)
+    _thread_state.threads = count
+    try:
+        yield
+    finally:
+        _thread_state.threads = previous
+
+
+def current_decode_threads() -> int | None:
+    """The calling thread's :func:`decode_threads` hint, or None."""
+    return getattr(_thread_state, "threads", None)
 
 
 @dataclass(frozen=True)
@@ -506,9 +528,9 @@ class MaskDecoder(DecoderBase):
         return _ImageSide(
             keys=keys,
             pe=pe,
-            t2i_k=_heads(t2i.k_proj(k), t2i.num_heads),
-            t2i_v=_heads(t2i.v_proj(keys), t2i.num_heads),
-            i2t_q=_heads(i2t.q_proj(k), i2t.num_heads),
+            t2i_k=_heads(t2i.k_proj(k), t2i.num_heads).contiguous(),
+            t2i_v=_heads(t2i.v_proj(keys), t2i.num_heads).contiguous(),
+            i2t_q=_heads(i2t.q_proj(k), i2t.num_heads).contiguous(),
         )
 
     def _features(self, embedding: ImageEmbedding) -> Tensor:
@@ -600,13 +622,44 @@ class MaskDecoder(DecoderBase):
 
         iou_token_out = queries[:, 0, :]
         mask_tokens_out = queries[:, 1 : 1 + decoder.num_mask_tokens, :]
-        grid = int(math.isqrt(keys.shape[1]))
-        src = keys.transpose(1, 2).reshape(batch, keys.shape[2], grid, grid)
-        upscaled = decoder.output_upscaling(src)
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1
         )
-        b, c, h, w = upscaled.shape
-        logits = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
+        logits = upscale_logits(decoder, keys, hyper_in)
         scores = decoder.iou_prediction_head(iou_token_out)
         return logits, scores
+
+
+def upscale_logits(decoder: Any, keys: Tensor, hyper_in: Tensor) -> Tensor:
+    """SAM's ``output_upscaling`` + hypernetwork product, computed channels-last on the token layout.
+
+    Same arithmetic as ``(hyper_in @ decoder.output_upscaling(src).flatten(2)).view(B, K, 4g, 4g)`` with
+    ``src = keys`` as ``(B, C, g, g)``: each 2x2 stride-2 transposed convolution is a matmul of every token with the
+    kernel, LayerNorm2d is a layer norm over the last axis, and the mask logits are taken before the pixels are
+    interleaved, so only the ``K`` logit channels are transposed (not the 32 upscaled ones). About 2x faster than
+    ``ConvTranspose2d`` on NCHW on the CPU (torch and ONNX Runtime).
+
+    Args:
+        decoder: ``segment_anything.modeling.MaskDecoder`` with the standard ``output_upscaling``
+            (ConvTranspose2d(C, C/4, 2, 2), LayerNorm2d, activation, ConvTranspose2d(C/4, C/8, 2, 2), activation).
+        keys: ``(B, g*g, C)`` image tokens after the transformer (row-major ``y * g + x``).
+        hyper_in: ``(B, K, C/8)`` hypernetwork outputs of the mask tokens.
+
+    Returns:
+        ``(B, K, 4g, 4g)`` low-res mask logits.
+    """
+    up1, norm, act1, up2, act2 = decoder.output_upscaling
+    batch, tokens, channels = keys.shape
+    grid = int(math.isqrt(int(tokens)))
+    c1, c2 = up1.weight.shape[1], up2.weight.shape[1]
+    # ConvTranspose2d weight (in, out, 2, 2) -> (in, 2*2*out) with columns ordered (dy, dx, out)
+    w1 = up1.weight.permute(0, 2, 3, 1).reshape(channels, 4 * c1)
+    w2 = up2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
+    h = (keys @ w1).reshape(batch, tokens, 4, c1) + up1.bias
+    h = torch.nn.functional.layer_norm(h, (c1,), norm.weight, norm.bias, norm.eps)
+    h = act1(h)
+    h = (h @ w2).reshape(batch, tokens * 16, c2) + up2.bias  # (B, tokens*(dy1,dx1)*(dy2,dx2), c2)
+    h = act2(h)
+    k = hyper_in.shape[1]
+    logits = (h @ hyper_in.transpose(1, 2)).reshape(batch, grid, grid, 2, 2, 2, 2, k)  # y x dy1 dx1 dy2 dx2 k
+    return logits.permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(batch, k, 4 * grid, 4 * grid)

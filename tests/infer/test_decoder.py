@@ -12,9 +12,14 @@ import pytest
 import torch
 from segment_anything import sam_model_registry
 
-from batchlabel.infer.decoder import DecodedMasks, MaskDecoder, Prompt, upsample_masks
+from batchlabel.infer.decoder import DecodedMasks, MaskDecoder, Prompt, decode_threads, upsample_masks, upscale_logits
 from batchlabel.infer.embedding import ImageEmbedding
-from batchlabel.infer.onnx_decoder import OnnxMaskDecoder, export_decoder
+from batchlabel.infer.onnx_decoder import (
+    CachedOnnxMaskDecoder,
+    OnnxMaskDecoder,
+    export_decoder,
+    export_prompt_decoder,
+)
 
 
 @pytest.fixture(scope="module")
@@ -268,3 +273,71 @@ def test_onnx_decoder_batches_and_refines(decoder: MaskDecoder, onnx_decoder: On
     )
     with pytest.raises(ValueError, match="mask-only"):
         onnx_decoder.decode(embedding, Prompt(mask_logits=first.low_res_logits))
+
+
+def test_upscale_logits_matches_sam_output_upscaling(sam: torch.nn.Module) -> None:
+    decoder = sam.mask_decoder
+    generator = torch.Generator().manual_seed(3)
+    keys = torch.randn(2, 4096, 256, generator=generator)
+    hyper_in = torch.randn(2, 4, 32, generator=generator)
+    with torch.inference_mode():
+        upscaled = decoder.output_upscaling(keys.transpose(1, 2).reshape(2, 256, 64, 64))
+        expected = (hyper_in @ upscaled.flatten(2)).view(2, 4, 256, 256)
+        ours = upscale_logits(decoder, keys, hyper_in)
+    assert ours.shape == (2, 4, 256, 256)
+    torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def cached_onnx_decoder(sam: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> CachedOnnxMaskDecoder:
+    path = export_prompt_decoder(sam, tmp_path_factory.mktemp("onnx") / "prompt-decoder.onnx")
+    return CachedOnnxMaskDecoder(sam, path, input_size=1024, model_id="sam_vit_b@random", intra_op_threads=2)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "multimask"),
+    [
+        (POSITIVE, True),
+        (POSITIVE, False),
+        (Prompt(points=np.array([[320.0, 240.0], [100.0, 50.0]]), point_labels=np.array([1, 0])), False),
+        (Prompt(box=np.array([40.0, 30.0, 500.0, 400.0])), False),
+        (Prompt(points=np.array([[320.0, 240.0]]), point_labels=np.array([0]), box=np.array([40, 30, 500, 400])), True),
+    ],
+)
+def test_cached_onnx_decoder_matches_torch(
+    decoder: MaskDecoder, cached_onnx_decoder: CachedOnnxMaskDecoder, prompt: Prompt, multimask: bool
+) -> None:
+    embedding = make_embedding(22)
+    ours = decoder.decode(embedding, prompt, multimask=multimask)
+    theirs = cached_onnx_decoder.decode(embedding, prompt, multimask=multimask)
+    np.testing.assert_allclose(theirs.scores, ours.scores, atol=1e-4)
+    np.testing.assert_allclose(theirs.low_res_logits, ours.low_res_logits, atol=1e-3)
+    for k in range(len(ours.masks)):
+        assert ours.masks[k].any()
+        assert iou(theirs.masks[k], ours.masks[k]) >= 0.99
+
+
+def test_cached_onnx_decoder_batches_refines_and_threads(
+    decoder: MaskDecoder, cached_onnx_decoder: CachedOnnxMaskDecoder
+) -> None:
+    embedding = make_embedding(23)
+    prompts = [Prompt(points=np.array([[60.0 * i, 45.0 * i]]), point_labels=np.array([1])) for i in range(1, 6)]
+    batched = cached_onnx_decoder.decode_low_res(embedding, prompts, multimask=True, max_batch=4)
+    for prompt, low in zip(prompts, batched, strict=True):
+        np.testing.assert_allclose(
+            low.logits, decoder.decode_batch(embedding, [prompt], multimask=True).logits, atol=1e-3
+        )
+    first = decoder.decode(embedding, prompts[0])
+    refine = Prompt(points=prompts[0].points, point_labels=prompts[0].point_labels, mask_logits=first.low_res_logits)
+    for theirs_prompt in (refine, Prompt(mask_logits=first.low_res_logits)):  # mask-only: the torch path
+        np.testing.assert_allclose(
+            cached_onnx_decoder.decode(embedding, theirs_prompt).low_res_logits,
+            decoder.decode(embedding, theirs_prompt).low_res_logits,
+            atol=1e-3,
+        )
+    with decode_threads(1):
+        one_thread = cached_onnx_decoder.decode(embedding, prompts[1])
+    assert 1 in cached_onnx_decoder._sessions
+    np.testing.assert_allclose(
+        one_thread.low_res_logits, cached_onnx_decoder.decode(embedding, prompts[1]).low_res_logits, atol=1e-5
+    )

@@ -295,3 +295,29 @@ def test_litemedsam_onnx_decoder_matches_torch(
     ):
         np.testing.assert_allclose(theirs.scores, ours.scores, atol=1e-4)
         assert iou(theirs.masks[0], ours.masks[0]) >= MIN_IOU
+
+
+def test_litemedsam_cached_onnx_decoder_matches_torch_and_sampredictor(
+    litemedsam: LoadedModel, lite_images: dict[str, Encoded], tmp_path: Path
+) -> None:
+    from batchlabel.infer.onnx_decoder import CachedOnnxMaskDecoder, prompt_onnx_path_for
+
+    onnx_decoder = CachedOnnxMaskDecoder.from_model(litemedsam, cache_dir=tmp_path)
+    assert onnx_decoder.path == prompt_onnx_path_for(litemedsam.model_id, tmp_path) and onnx_decoder.path.is_file()
+    torch_decoder = MaskDecoder.from_model(litemedsam)
+    encoded = lite_images["arc2017"]
+    assert encoded.gt_boxes is not None
+    embedding = encoded.embedding(litemedsam, "arc2017")
+    predictor = SamPredictor(litemedsam.sam)
+    predictor.features = encoded.features
+    predictor.original_size, predictor.input_size = encoded.original_size, encoded.input_size
+    predictor.is_image_set = True
+    prompts = [Prompt(box=box) for box in encoded.gt_boxes]
+    for prompt, theirs, ours in zip(
+        prompts, onnx_decoder.decode_many(embedding, prompts), torch_decoder.decode_many(embedding, prompts),
+        strict=True,
+    ):
+        np.testing.assert_allclose(theirs.scores, ours.scores, atol=1e-4)
+        assert iou(theirs.masks[0], ours.masks[0]) >= MIN_IOU
+        reference, _, _ = predictor.predict(box=prompt.box, multimask_output=False)
+        assert iou(theirs.masks[0], reference[0]) >= MIN_IOU
