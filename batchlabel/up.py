@@ -77,6 +77,17 @@ def _start_backend(config: Config, stack: ExitStack) -> str:
     return f"http://{host}:{sock.getsockname()[1]}"
 
 
+def _how_to_label(config: Config) -> str:
+    """The one-line labeling hint, for the prompts the configured model understands."""
+    from batchlabel.infer.models import MODEL_SPECS
+
+    if "point" in MODEL_SPECS[config.model.name].prompt_kinds:
+        return ("switch on Auto-Annotation, pick the smart tool (Auto-Detect, key M) and a label, then click an object "
+                "(or use the smart rectangle and drag a box around it).")
+    return (f"switch on Auto-Annotation, pick the smart rectangle and a label, then drag a box around an object "
+            f"({config.model.name} understands box prompts only).")
+
+
 def _wait_for_signal() -> None:
     stop = threading.Event()
     previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
@@ -115,8 +126,7 @@ def up_command(config: Config, args: argparse.Namespace) -> int:
             print(f"batchlabel up: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         print(f"ML backend {backend_url} connected to project {project.title!r} (state: {backend.state})")
-        print(f"Open {url}/projects/{project.id}/data and label: pick the smart tool (Auto-Detect), then click an "
-              "object or draw a box around it.")
+        print(f"Open {url}/projects/{project.id}/data and label: {_how_to_label(config)}")
         print(f"Images dropped into {config.storage.root} become tasks with pre-annotations. Ctrl-C stops everything.")
         sys.stdout.flush()
         if getattr(args, "no_watch", False):
