@@ -58,9 +58,9 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 def build_backend(config: Config, *, model: Any = None, store: StoreLike | None = None) -> tuple[Backend, Any]:
     """Load (or take) the model and store, and wire the backend. Returns ``(backend, fetcher)``."""
-    from batchlabel.infer.decoder import MaskDecoder
     from batchlabel.infer.encoder import BatchEncoder
     from batchlabel.ingest.preannotate import model_version_for
+    from batchlabel.serve.decoders import select_decoder
 
     if model is None:
         from batchlabel.infer.models import load_model
@@ -89,7 +89,7 @@ def build_backend(config: Config, *, model: Any = None, store: StoreLike | None 
     provider = EmbeddingProvider(model_id=model.model_id, store=store, encode=encode, fetch=fetcher.fetch)
     backend = Backend(
         config,
-        decoder=MaskDecoder.from_model(model),
+        decoder=select_decoder(model, backend=config.model.backend, onnx_dir=config.cache.dir / "onnx"),
         provider=provider,
         model_version=model_version_for(config, model.model_id),
     )

@@ -15,7 +15,6 @@ No mutable state is shared between requests except thread-safe caches of immutab
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -25,13 +24,13 @@ from typing import Any
 import numpy as np
 
 from batchlabel.config import Config
-from batchlabel.infer.decoder import Prompt
+from batchlabel.infer.decoder import Prompt, decode_threads
 from batchlabel.infer.embedding import ImageEmbedding
 from batchlabel.serve.context import ContextError, InteractivePrompt, parse_context
 from batchlabel.serve.embeddings import EmbeddingProvider
 from batchlabel.serve.protocol import Prediction, PredictRequest, PredictResponse, Task
 from batchlabel.serve.sources import ImageSourceError, resolve_image_url
-from batchlabel.serve.threads import DECODE_THREADS, cpu_cores, torch_threads
+from batchlabel.serve.threads import CoreBudget, cpu_cores, torch_threads
 from batchlabel.sync.label_config import ControlNames, load_label_config, parse_control_names
 from batchlabel.sync.results import ResultFormatError, object_results
 
@@ -88,8 +87,8 @@ class Backend:
         decoder: a pure, thread-safe decoder (``MaskDecoder.from_model(model)``).
         provider: embedding lookup / encode-on-miss.
         model_version: the version reported to Label Studio and put on every prediction (same as ``run``'s).
-        max_concurrent_decodes: decodes allowed at once (default: one per core, each on one thread; more only
-            oversubscribe the cores).
+        max_concurrent_decodes: cores shared out among decodes (default: all cores; a decode alone uses them all,
+            concurrent decodes split them, one thread each at least: :class:`batchlabel.serve.threads.CoreBudget`).
         batch_threads: torch threads for batch pre-annotation (default: all cores).
     """
 
@@ -107,7 +106,7 @@ class Backend:
         self.decoder = decoder
         self.provider = provider
         self.model_version = model_version
-        self._decode_slots = threading.BoundedSemaphore(max_concurrent_decodes or cpu_cores())
+        self._cores = CoreBudget(max_concurrent_decodes or cpu_cores())
         self._batch_threads = batch_threads or cpu_cores()
         self._default_xml: str | None = None
 
@@ -135,7 +134,7 @@ class Backend:
         )
 
     def _decode(self, embedding: ImageEmbedding, prompt: Prompt, *, multimask: bool) -> Any:
-        with self._decode_slots, torch_threads(DECODE_THREADS):
+        with self._cores.take() as threads, torch_threads(threads), decode_threads(threads):
             try:
                 return self.decoder.decode(embedding, prompt, multimask=multimask)
             except ValueError as exc:  # the decoder's contract for prompts the model cannot take
@@ -214,7 +213,9 @@ class Backend:
                 continue
             counts["encoded"] += lookup.origin == "encoded"
             try:
-                with self._decode_slots, torch_threads(self._batch_threads):
+                with (
+                    self._cores.take(self._batch_threads) as threads, torch_threads(threads), decode_threads(threads)
+                ):
                     prediction = preannotate(self.config, self.decoder, lookup.embedding, task.model_dump())
             except ValueError as exc:  # preannotate's contract: prompts it cannot read or the model cannot take
                 log.warning("batch task=%s not pre-annotated: %s", task.id, exc)

@@ -1,19 +1,21 @@
-"""CPU threads per request: one intra-op thread per interactive decode, all cores for encodes and batches.
+"""CPU threads per request: the cores are shared out among the decodes in flight, never oversubscribed.
 
-A click's decode is ~4 GFLOP of small ops: split over two OpenMP threads it gains little on an idle machine and
-loses badly on a busy one (spin-waiting threads when the cores are shared with an encoder, Label Studio or other
-annotators' decodes: measured 2-4x slower on the 2-core machines). So each decode runs on one thread and as many
-decodes as cores run at once. ``torch.set_num_threads`` is per calling thread under OpenMP, so this is set on the
-worker thread around each piece of work.
+A click's decode is ~3 GFLOP of small ops. Alone on an idle machine it is faster on all cores (LiteMedSAM box on
+2 cores: about 1.4x faster than on one); with other decodes in flight, threads beyond the free cores only spin-wait
+against each other (measured 2-4x slower on the 2-core machines). :class:`CoreBudget` hands each decode the free
+cores divided by the decodes that want them (at least one; a decode with no free core waits), so one annotator gets
+every core and eight annotators get one each. ``torch.set_num_threads`` is per calling thread under OpenMP, so the
+count is set on the worker thread around each piece of work.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-#: Intra-op threads for one interactive decode.
+#: Intra-op threads for one interactive decode when others are in flight (the minimum share).
 DECODE_THREADS = 1
 
 
@@ -23,6 +25,60 @@ def cpu_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+def share(free: int, waiting: int, want: int) -> int:
+    """Cores one decode takes: ``free`` cores split over itself and ``waiting`` others, capped at ``want``, >= 1.
+
+    Args:
+        free: cores not held by a running decode (>= 1 when called).
+        waiting: other decodes waiting for cores right now.
+        want: the most threads this decode can use.
+    """
+    return max(1, min(want, free // (waiting + 1)))
+
+
+class CoreBudget:
+    """A counting semaphore over cores where one holder may take several: see the module docstring.
+
+    Args:
+        cores: cores to share out (default :func:`cpu_cores`).
+
+    Thread-safe. ``with budget.take() as threads:`` blocks until at least one core is free and yields how many
+    intra-op threads the block may use; the sum over holders never exceeds ``cores``.
+    """
+
+    def __init__(self, cores: int | None = None) -> None:
+        self.cores = max(1, cores or cpu_cores())
+        self._free = self.cores
+        self._waiting = 0
+        self._cond = threading.Condition()
+
+    @property
+    def free(self) -> int:
+        """Cores not held right now."""
+        with self._cond:
+            return self._free
+
+    @contextmanager
+    def take(self, want: int | None = None) -> Iterator[int]:
+        """Hold a share of the cores (at most ``want``, default all) for the block; yields the share."""
+        limit = self.cores if want is None else max(1, want)
+        with self._cond:
+            self._waiting += 1
+            try:
+                while self._free == 0:
+                    self._cond.wait()
+            finally:
+                self._waiting -= 1
+            count = share(self._free, self._waiting, limit)
+            self._free -= count
+        try:
+            yield count
+        finally:
+            with self._cond:
+                self._free += count
+                self._cond.notify_all()
 
 
 @contextmanager
