@@ -65,12 +65,12 @@ def _start_label_studio(config: Config, stack: ExitStack) -> tuple[str, str]:
     return server.url, server.credentials.api_key
 
 
-def _start_backend(config: Config, stack: ExitStack) -> str:
+def _start_backend(config: Config, stack: ExitStack, model: Any) -> str:
     from batchlabel.serve.app import create_app
     from batchlabel.serve.runner import BackgroundServer, bind_socket
 
     sock = bind_socket(config.serve.host, config.serve.port)
-    app = create_app(config)
+    app = create_app(config, model=model)
     server = BackgroundServer(app, sock).start()
     stack.callback(server.stop)
     host = "127.0.0.1" if config.serve.host in ("0.0.0.0", "::") else config.serve.host
@@ -100,6 +100,7 @@ def _wait_for_signal() -> None:
 
 
 def up_command(config: Config, args: argparse.Namespace) -> int:
+    from batchlabel.infer.models import WeightsUnavailableError, load_model
     from batchlabel.ingest.commands import watch_command
     from batchlabel.serve.runner import BindError
     from batchlabel.sync.client import LabelStudioError, connect, ensure_local_storage, ensure_project
@@ -119,10 +120,11 @@ def up_command(config: Config, args: argparse.Namespace) -> int:
             ls = connect(config.label_studio, url=url, api_key=api_key)
             project = ensure_project(ls, config)
             ensure_local_storage(ls, project.id, config.storage.root)
-            backend_url = _start_backend(config, stack)
+            model = load_model(config.model)  # once: shared by the backend and the watcher
+            backend_url = _start_backend(config, stack, model)
             backend = connect_ml_backend(ls, project.id, backend_url, username=config.serve.username,
                                          password=config.serve.password)
-        except (LabelStudioStartError, LabelStudioError, BindError) as exc:
+        except (LabelStudioStartError, LabelStudioError, BindError, WeightsUnavailableError) as exc:
             print(f"batchlabel up: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         print(f"ML backend {backend_url} connected to project {project.title!r} (state: {backend.state})")
@@ -135,6 +137,7 @@ def up_command(config: Config, args: argparse.Namespace) -> int:
         watch_args = argparse.Namespace(**vars(args))
         watch_args.label_studio_url = url
         watch_args.label_studio_api_key = api_key
+        watch_args.loaded_model = model
         watch_args.summary_every_s = getattr(args, "summary_every_s", 60.0)
         result: Any = watch_command(config, watch_args)
         return int(result)

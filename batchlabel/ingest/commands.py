@@ -86,16 +86,19 @@ class _Engine:
     model_id: str
 
 
-def _load_engine(config: Config) -> _Engine:
+def _load_engine(config: Config, model: Any = None) -> _Engine:
+    """Encoder and decoder for the configured model; ``model`` reuses an already loaded one (``batchlabel up`` shares
+    the backend's model with the watcher)."""
     from batchlabel.infer.decoder import MaskDecoder
     from batchlabel.infer.encoder import BatchEncoder
     from batchlabel.infer.models import WeightsUnavailableError, load_model
     from batchlabel.infer.store import EmbeddingStore
 
-    try:
-        model = load_model(config.model)
-    except WeightsUnavailableError as error:
-        raise _ConfigProblemError(f"model: weights unavailable: {error}") from None
+    if model is None:
+        try:
+            model = load_model(config.model)
+        except WeightsUnavailableError as error:
+            raise _ConfigProblemError(f"model: weights unavailable: {error}") from None
     store = EmbeddingStore(config.embeddings_dir, max_bytes=int(config.cache.max_gb * GIB))
     encoder = BatchEncoder(model, store, max_batch_images=config.model.batch_size,
                            max_wait_ms=config.model.max_wait_ms, backend=config.model.backend,
@@ -112,6 +115,7 @@ class _Session:
 
 
 def _start(config: Config, ls: LabelStudio, *, stop: threading.Event, unavailable_limit_s: float | None,
+           model: Any = None,
            on_progress: Callable[[str], None] | None = None) -> _Session:
     from batchlabel.ingest.discovery import PathFilter, StabilityTracker
     from batchlabel.ingest.journal import Journal
@@ -122,7 +126,7 @@ def _start(config: Config, ls: LabelStudio, *, stop: threading.Event, unavailabl
     root = config.storage.root
     if not root.is_dir():
         raise _ConfigProblemError(f"storage.root: {root} is not a folder")
-    engine = _load_engine(config)
+    engine = _load_engine(config, model)
     model_version = model_version_for(config, engine.model_id)
     journal = Journal(config.journal_path)
     sink = LabelStudioSink(ls, config, model_version)
@@ -249,7 +253,8 @@ def watch_command(config: Config, args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         with open_label_studio(config, args) as ls:
-            session = _start(config, ls, stop=stop, unavailable_limit_s=None)
+            session = _start(config, ls, stop=stop, unavailable_limit_s=None,
+                             model=getattr(args, "loaded_model", None))
             watcher = FolderWatcher(session.tracker)
             watcher.start()  # before the scan: nothing created during the scan is missed
             scanned = _initial_scan(session, config)
