@@ -1,8 +1,9 @@
 """Click latency of the prompt decoder on a cached embedding, and segment-everything time per image.
 
 Prints one JSON document: for each model (LiteMedSAM real weights; the SAM ViT-B decoder with deterministic random
-weights, the same size for every SAM v1 model), backend (torch, ONNX Runtime) and original image size (640x480,
-4000x3000), the p50/p99 latency in ms of a full ``decode`` (prompt -> bool masks at the original size) for a point
+weights, the same size for every SAM v1 model), backend (torch; ONNX Runtime whole graph; ``onnx_cached``: ONNX
+Runtime on the torch-cached image side, what ``serve`` uses on the CPU) and original image size (640x480, 4000x3000),
+the p50/p99 latency in ms of a full ``decode`` (prompt -> bool masks at the original size) for a point
 and a box prompt, next to ``SamPredictor.predict`` on the same features and the torch decoder without its per-image
 cache. Usage::
 
@@ -32,7 +33,7 @@ from batchlabel.infer.decoder import DecoderBase, MaskDecoder, Prompt, _model_fr
 from batchlabel.infer.embedding import ImageEmbedding
 from batchlabel.infer.everything import segment_everything
 from batchlabel.infer.models import MODEL_SPECS, LoadedModel, load_model
-from batchlabel.infer.onnx_decoder import OnnxMaskDecoder
+from batchlabel.infer.onnx_decoder import CachedOnnxMaskDecoder, OnnxMaskDecoder
 
 log = logging.getLogger("benchmarks.decode")
 
@@ -83,6 +84,8 @@ def bench_model(model: LoadedModel, onnx_dir: Path, args: argparse.Namespace) ->
         "torch": MaskDecoder.from_model(model),
         "torch_nocache": MaskDecoder.from_model(model, cache_images=0),
         "onnx": OnnxMaskDecoder.from_model(model, cache_dir=onnx_dir, intra_op_threads=args.threads),
+        # image side from torch (cached per image), prompt-dependent graph on ONNX Runtime: what serve uses on CPU
+        "onnx_cached": CachedOnnxMaskDecoder.from_model(model, cache_dir=onnx_dir, intra_op_threads=args.threads),
     }
     out: dict[str, Any] = {}
     for size_name, size in SIZES.items():
