@@ -138,16 +138,9 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
 
 
 def _resolve(target: str) -> Callable[[Config, argparse.Namespace], int]:
+    """The subcommand's implementation, imported only now (an import error is a real error, not "not implemented")."""
     module_name, function_name = target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-        function = getattr(module, function_name)
-    except (ImportError, AttributeError):
-        module = None
-        function = None
-    if function is None:
-        raise NotImplementedError(target)
-    return function  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module_name), function_name)  # type: ignore[no-any-return]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,11 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"batchlabel {command.name}: config error\n{exc}", file=sys.stderr)
         return EXIT_CONFIG
-    try:
-        function = _resolve(command.target)
-    except NotImplementedError:
-        print(f"batchlabel {command.name}: not implemented yet in this version", file=sys.stderr)
-        return EXIT_CONFIG
+    function = _resolve(command.target)
     try:
         return int(function(config, args))
     except ConfigError as exc:

@@ -3,7 +3,7 @@
 1. Model weights are resolved first (an offline machine fails in seconds with a message saying what to do).
 2. Label Studio: the embedded one when ``label_studio.url`` is null (admin account created at the first start,
    credentials printed once and stored with mode 0600 beside its database), else the configured server.
-3. The project (found by title or created) and a Local Files storage over ``storage.root``.
+3. The project (found by title or created); the watcher adds the Local Files storages its images need.
 4. ``serve``: the ML backend in a background thread, connected to the project as an interactive backend.
 5. ``watch``: the ingestion daemon in the foreground (``--no-watch`` skips it).
 Ctrl-C (or SIGTERM) stops everything cleanly; running it again reuses the same data dir, project and tasks.
@@ -103,7 +103,7 @@ def up_command(config: Config, args: argparse.Namespace) -> int:
     from batchlabel.infer.models import WeightsUnavailableError, load_model
     from batchlabel.ingest.commands import watch_command
     from batchlabel.serve.runner import BindError
-    from batchlabel.sync.client import LabelStudioError, connect, ensure_local_storage, ensure_project
+    from batchlabel.sync.client import LabelStudioError, connect, ensure_project
     from batchlabel.sync.ml_backend import connect_ml_backend
     from batchlabel.sync.server import LabelStudioStartError
 
@@ -119,7 +119,6 @@ def up_command(config: Config, args: argparse.Namespace) -> int:
             url, api_key = _start_label_studio(config, stack)
             ls = connect(config.label_studio, url=url, api_key=api_key)
             project = ensure_project(ls, config)
-            ensure_local_storage(ls, project.id, config.storage.root)
             model = load_model(config.model)  # once: shared by the backend and the watcher
             backend_url = _start_backend(config, stack, model)
             backend = connect_ml_backend(ls, project.id, backend_url, username=config.serve.username,
