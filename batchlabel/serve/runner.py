@@ -30,8 +30,12 @@ class BindError(OSError):
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` (``port=0``: a free port). Raises :class:`BindError`."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto must say TCP: asyncio sets TCP_NODELAY on accepted connections only when ``sock.proto == IPPROTO_TCP``
+    # (accepted sockets inherit it). With proto 0 every keep-alive response (headers, then body) stalled 40 ms on
+    # Nagle + the client's delayed ACK; Label Studio keeps its connection to the backend alive.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
