@@ -194,7 +194,8 @@ class OnnxMaskDecoder(DecoderBase):
 # -- prompt-side graph: the image side is computed once per image by torch and cached ---------------------------
 
 PROMPT_INPUT_NAMES = ("keys", "pe", "t2i_k", "t2i_v", "i2t_q", "point_coords", "point_labels")
-PROMPT_GRAPH_VERSION = 1
+#: 2: attention folded through the tokens, logits in token layout (``decoder.upscale_tokens``).
+PROMPT_GRAPH_VERSION = 2
 
 
 class _PromptSideModel(torch.nn.Module):
@@ -247,7 +248,8 @@ def export_prompt_decoder(sam: Sam, path: Path) -> Path:
 
     Inputs: the image side (see :class:`_PromptSideModel`, f32, batch ``b`` dynamic); ``point_coords`` (B, N, 2) f32
     in the model frame (box corners last, no ``+0.5``); ``point_labels`` (B, N) f32 (1/0 points, 2/3 box corners,
-    -1 padding). Outputs: ``iou_predictions`` (B, 4), ``low_res_masks`` (B, 4, 256, 256).
+    -1 padding). Outputs: ``iou_predictions`` (B, 4), ``low_res_masks`` (B, 65536, 4) in token layout (see
+    :func:`batchlabel.infer.decoder.upscale_tokens`; the decoder interleaves only the masks it keeps).
     """
     from batchlabel.infer.decoder import MaskDecoder
 
@@ -389,4 +391,4 @@ class CachedOnnxMaskDecoder(DecoderBase):
         inputs["point_labels"] = np.ascontiguousarray(labels, dtype=np.float32)
         threads = current_decode_threads() or self.intra_op_threads
         scores, logits = self.session(threads).run(list(OUTPUT_NAMES), inputs)
-        return LowRes(torch.from_numpy(logits), torch.from_numpy(scores))
+        return LowRes(torch.from_numpy(logits), torch.from_numpy(scores), layout="tokens")

@@ -12,7 +12,19 @@ import pytest
 import torch
 from segment_anything import sam_model_registry
 
-from batchlabel.infer.decoder import DecodedMasks, MaskDecoder, Prompt, decode_threads, upsample_masks, upscale_logits
+from batchlabel.infer.decoder import (
+    DecodedMasks,
+    LowRes,
+    MaskDecoder,
+    Prompt,
+    _image_to_token,
+    _token_to_image,
+    decode_threads,
+    select_masks,
+    upsample_masks,
+    upscale_logits,
+    upscale_tokens,
+)
 from batchlabel.infer.embedding import ImageEmbedding
 from batchlabel.infer.onnx_decoder import (
     CachedOnnxMaskDecoder,
@@ -286,6 +298,48 @@ def test_upscale_logits_matches_sam_output_upscaling(sam: torch.nn.Module) -> No
         ours = upscale_logits(decoder, keys, hyper_in)
     assert ours.shape == (2, 4, 256, 256)
     torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("image_batch", [1, 3])
+def test_folded_attention_equals_sam_attention(sam: torch.nn.Module, image_batch: int) -> None:
+    """Folding both cross-attentions through the tokens gives SAM's ``Attention.forward`` (image side broadcast)."""
+    layer = sam.mask_decoder.transformer.layers[1]
+    generator = torch.Generator().manual_seed(5)
+    tokens = torch.randn(3, 7, 256, generator=generator)
+    token_values = torch.randn(3, 7, 256, generator=generator)
+    image_k = torch.randn(image_batch, 4096, 256, generator=generator)
+    image_v = torch.randn(image_batch, 4096, 256, generator=generator)
+    with torch.inference_mode():
+        t2i = layer.cross_attn_token_to_image
+        expected = t2i(q=tokens, k=image_k.expand(3, -1, -1), v=image_v.expand(3, -1, -1))
+        torch.testing.assert_close(_token_to_image(t2i, tokens, image_k, image_v), expected, atol=1e-4, rtol=1e-4)
+        i2t = layer.cross_attn_image_to_token
+        expected = i2t(q=image_k.expand(3, -1, -1), k=tokens, v=token_values)
+        torch.testing.assert_close(_image_to_token(i2t, image_k, tokens, token_values), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("multimask", "ambiguous"), [(False, False), (False, True), (True, False)])
+def test_selection_is_the_same_in_token_and_image_layout(
+    sam: torch.nn.Module, multimask: bool, ambiguous: bool
+) -> None:
+    generator = torch.Generator().manual_seed(4)
+    keys = torch.randn(2, 4096, 256, generator=generator)
+    hyper_in = torch.randn(2, 4, 32, generator=generator)
+    scores = torch.tensor([[0.1, 0.5, 0.9, 0.3], [0.8, 0.7, 0.2, 0.6]])
+    with torch.inference_mode():
+        tokens = select_masks(
+            LowRes(upscale_tokens(sam.mask_decoder, keys, hyper_in), scores, layout="tokens"),
+            multimask=multimask, ambiguous=ambiguous,
+        )
+        image = select_masks(
+            LowRes(upscale_logits(sam.mask_decoder, keys, hyper_in), scores), multimask=multimask, ambiguous=ambiguous
+        )
+    torch.testing.assert_close(tokens.logits, image.logits)
+    torch.testing.assert_close(tokens.scores, image.scores)
+    expected_scores = {(True, False): [[0.9, 0.5, 0.3], [0.7, 0.6, 0.2]], (False, True): [[0.9], [0.7]],
+                       (False, False): [[0.1], [0.8]]}[(multimask, ambiguous)]
+    torch.testing.assert_close(image.scores, torch.tensor(expected_scores))
+    assert image.logits.shape == (2, len(expected_scores[0]), 256, 256)
 
 
 @pytest.fixture(scope="module")
