@@ -174,12 +174,15 @@ def create_app(config: Config, *, model: Any = None, store: StoreLike | None = N
     async def get_versions() -> dict[str, list[str]]:
         return {"versions": [backend.model_version]}
 
+    def answer_json(body: PredictRequest) -> str:
+        answer = backend.interactive if body.is_interactive else backend.batch
+        # Serialised by pydantic-core directly (FastAPI's generic encoder took ~80 ms for a 60k-run brush RLE), in
+        # the worker thread: a megabyte of RLE takes ~15 ms that the event loop must not be blocked for.
+        return answer(body).model_dump_json()
+
     @app.post("/predict", response_model=PredictResponse)
     async def post_predict(body: PredictRequest) -> Response:
-        answer = backend.interactive if body.is_interactive else backend.batch
-        response: PredictResponse = await run_in_threadpool(answer, body)
-        # Serialised by pydantic-core directly: FastAPI's generic encoder takes ~80 ms for a 60k-run brush RLE.
-        return Response(response.model_dump_json(), media_type="application/json")
+        return Response(await run_in_threadpool(answer_json, body), media_type="application/json")
 
     @app.post("/webhook")
     async def post_webhook(body: WebhookRequest) -> dict[str, str]:

@@ -62,6 +62,31 @@ def test_concurrent_decodes_never_hold_more_than_the_cores() -> None:
     assert shares.count(1) > shares.count(2)  # with 8 annotators each decode mostly runs on one core
 
 
+def test_waiting_decodes_are_served_first_come_first_served() -> None:
+    budget = CoreBudget(1)  # one holder at a time: the order of holding is the order of serving
+    order: list[int] = []
+
+    def decode(index: int) -> None:
+        with budget.take():
+            order.append(index)
+            time.sleep(0.005)
+
+    workers = []
+    with budget.take():  # every core held: the decodes queue up in the order they ask
+        for index in range(5):
+            worker = threading.Thread(target=decode, args=(index,))
+            worker.start()
+            workers.append(worker)
+            deadline = time.monotonic() + 5
+            while budget.waiting <= index and time.monotonic() < deadline:
+                time.sleep(0.001)
+        assert budget.waiting == 5
+    for worker in workers:
+        worker.join(10)
+    assert order == [0, 1, 2, 3, 4]
+    assert budget.free == 1 and budget.waiting == 0
+
+
 def test_torch_threads_sets_and_restores() -> None:
     before = torch.get_num_threads()
     with torch_threads(1):
