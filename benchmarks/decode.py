@@ -157,10 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
+    from machine import gemm_gflops
+
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": {
             "cpu_count": os.cpu_count(),
+            "gemm_gflops_at_start": gemm_gflops(),
             "load_average_1m_at_start": round(os.getloadavg()[0], 2),
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -173,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             model = _load(name)
             results["models"][model.model_id] = bench_model(model, Path(onnx_dir), args)
     results["machine"]["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
+    results["machine"]["gemm_gflops_at_end"] = gemm_gflops()
     print(json.dumps(results, indent=2))
     return 0
 

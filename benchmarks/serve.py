@@ -122,14 +122,17 @@ def _body(image: str, context: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _one(client: httpx.Client, url: str, body: dict[str, Any]) -> tuple[float, bool]:
+def _one(client: httpx.Client, url: str, body: dict[str, Any]) -> tuple[float, bool, int]:
+    """One click: ``(latency ms, answered with a prediction, response bytes)``."""
     start = time.perf_counter()
+    size = 0
     try:
         response = client.post(f"{url}/predict", json=body, timeout=100)
         ok = response.status_code == 200 and bool(response.json()["results"])
+        size = len(response.content)
     except httpx.HTTPError:
         ok = False
-    return (time.perf_counter() - start) * 1000.0, ok
+    return (time.perf_counter() - start) * 1000.0, ok, size
 
 
 def _cpu_s(pid: int) -> float:
@@ -143,6 +146,7 @@ def _load(
 ) -> dict[str, Any]:
     """``requests`` clicks spread over ``clients`` concurrent clients, each with its own keep-alive connection."""
     latencies: list[float] = []
+    sizes: list[int] = []
     errors = 0
     lock = threading.Lock()
 
@@ -151,9 +155,10 @@ def _load(
         rng = random.Random(index)
         with httpx.Client() as client:
             for _ in range(count):
-                ms, ok = _one(client, url, _body(image, _context(kind, rng, size)))
+                ms, ok, nbytes = _one(client, url, _body(image, _context(kind, rng, size)))
                 with lock:
                     latencies.append(ms)
+                    sizes.append(nbytes)
                     errors += not ok
 
     per_client = max(1, requests // clients)
@@ -177,6 +182,8 @@ def _load(
         "p99_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 1),
         "mean_ms": round(statistics.fmean(ordered), 1),
         "throughput_rps": round(len(ordered) / wall, 1),
+        # random weights give noise masks: their brush RLE is far longer than a real object's
+        "response_kb_p50": round(statistics.median(sizes) / 1024, 1),
         "server_cpu_ms_per_request": round(1000 * cpu / max(1, len(ordered)), 1),
         # the clients run on the same cores: their CPU (building bodies, parsing answers) competes with the server
         "client_cpu_ms_per_request": round(1000 * client_cpu / max(1, len(ordered)), 1),
@@ -199,7 +206,7 @@ def run(kind: str, work: Path, sizes: list[tuple[int, int]], requests: int) -> d
             _one(client, server.url, {"tasks": [{"data": {}}]})  # first request: imports, thread pool
             for name, (width, height) in zip(names, sizes, strict=True):
                 rng = random.Random(0)
-                miss_ms, ok = _one(client, server.url, _body(name, _context(kind, rng, (height, width))))
+                miss_ms, ok, _ = _one(client, server.url, _body(name, _context(kind, rng, (height, width))))
                 result["sizes"][f"{width}x{height}"] = {"store_miss_first_click_ms": round(miss_ms, 1),
                                                          "store_miss_ok": ok}
         for name, (width, height) in zip(names, sizes, strict=True):
@@ -217,7 +224,7 @@ def run(kind: str, work: Path, sizes: list[tuple[int, int]], requests: int) -> d
         with httpx.Client() as client:
             for name, (width, height) in zip(names, sizes, strict=True):
                 rng = random.Random(1)
-                ms, _ = _one(client, server.url, _body(name, _context(kind, rng, (height, width))))
+                ms, _, _ = _one(client, server.url, _body(name, _context(kind, rng, (height, width))))
                 result["sizes"][f"{width}x{height}"]["store_disk_hit_first_click_ms"] = round(ms, 1)
     finally:
         server.stop()
@@ -232,12 +239,14 @@ def main() -> int:
     args = parser.parse_args()
     sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")]
     import torch
+    from machine import gemm_gflops
 
     load_before = os.getloadavg()
     report: dict[str, Any] = {
         "benchmark": "batchlabel serve interactive /predict over HTTP",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
+                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                    "gemm_gflops_at_start": gemm_gflops()},
         "requests_per_measurement": args.requests,
     }
     with tempfile.TemporaryDirectory(prefix="batchlabel-bench-serve-") as tmp:
@@ -246,6 +255,7 @@ def main() -> int:
         for kind in args.kinds.split(","):
             report[kind] = run(kind, work, sizes, args.requests)  # type: ignore[arg-type]
     report["machine"]["loadavg_1m_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
+    report["machine"]["gemm_gflops_at_end"] = gemm_gflops()
     print(json.dumps(report, indent=2))
     return 0
 
