@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -177,7 +177,7 @@ class LowRes:
 
     logits: Tensor
     scores: Tensor
-    layout: str = "image"
+    layout: Literal["image", "tokens"] = "image"
 
 
 def _model_frame(size: tuple[int, int], target: int) -> tuple[int, int]:
