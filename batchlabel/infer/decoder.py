@@ -24,7 +24,6 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -32,6 +31,7 @@ import torch
 from torch import Tensor
 
 from batchlabel.infer.embedding import ImageEmbedding
+from batchlabel.infer.upsample import upsample_masks
 
 if TYPE_CHECKING:
     from segment_anything.modeling import Sam
@@ -40,11 +40,7 @@ logger = logging.getLogger(__name__)
 
 #: Side of SAM's low-resolution mask logits (4x the 64x64 embedding grid).
 LOW_RES_SIZE = 256
-#: Logit threshold above which a pixel belongs to the mask (``Sam.mask_threshold``).
-MASK_THRESHOLD = 0.0
 PROMPT_KINDS = ("point", "box", "mask")
-#: Output rows upsampled at a time (bounds the float scratch to _ROW_CHUNK x width).
-_ROW_CHUNK = 256
 #: Default number of images whose prompt-independent decoder tensors are kept (about 12 MiB each, fp32 on CPU).
 DEFAULT_CACHE_IMAGES = 8
 
@@ -184,101 +180,6 @@ def _model_frame(size: tuple[int, int], target: int) -> tuple[int, int]:
     """SAM's ``ResizeLongestSide.get_preprocess_shape``: ``(h, w)`` with the longest side resized to ``target``."""
     scale = target / max(size)
     return int(size[0] * scale + 0.5), int(size[1] * scale + 0.5)
-
-
-@lru_cache(maxsize=64)
-def _axis_taps(n_out: int, n_crop: int, n_padded: int, n_low: int) -> tuple[np.ndarray, np.ndarray]:
-    """Weights of SAM's two bilinear resizes along one axis, composed into one 3-tap filter on the low-res logits.
-
-    SAM resizes low-res logits (``n_low``) to the padded input (``n_padded``), crops ``n_crop`` and resizes that to
-    ``n_out`` (``F.interpolate(mode="bilinear", align_corners=False)`` both times). Output pixel ``i`` is then
-    ``sum_j weights[i, j] * low[base[i] + j]`` for ``j < 3``.
-
-    Returns:
-        ``base`` ``(n_out,)`` int64 and ``weights`` ``(n_out, 3)`` float32 (non-negative, each row sums to 1).
-    """
-
-    def linear(n_in: int, n_dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        src = np.maximum((np.arange(n_dst, dtype=np.float64) + 0.5) * (n_in / n_dst) - 0.5, 0.0)
-        lo = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
-        hi = np.minimum(lo + 1, n_in - 1)
-        return lo, hi, src - lo
-
-    f0, f1, lam = linear(n_low, n_padded)  # padded row r <- low rows f0[r], f1[r]
-    g0, g1, mu = linear(n_crop, n_out)  # output row i <- padded rows g0[i], g1[i]
-    base = f0[g0]
-    weights = np.zeros((n_out, 3), dtype=np.float64)
-    rows = np.arange(n_out)
-    for padded, w_padded in ((g0, 1.0 - mu), (g1, mu)):
-        for low, w_low in ((f0[padded], 1.0 - lam[padded]), (f1[padded], lam[padded])):
-            offset = low - base
-            if offset.max(initial=0) > 2:
-                raise AssertionError("bilinear composition spans more than 3 low-res pixels")
-            np.add.at(weights, (rows, offset), w_padded * w_low)
-    return base, weights.astype(np.float32)
-
-
-def _region(base: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
-    """Output index range ``[start, stop)`` whose taps ``base..base+2`` touch low-res indices ``lo..hi``."""
-    start = int(np.searchsorted(base + 2, lo, side="left"))
-    stop = int(np.searchsorted(base, hi, side="right"))
-    return start, stop
-
-
-def upsample_masks(
-    logits: Tensor, *, original_size: tuple[int, int], input_size: tuple[int, int], padded_size: int
-) -> np.ndarray:
-    """Threshold SAM's resized logits at full resolution without materialising full-size float masks.
-
-    Same result as ``Sam.postprocess_masks(logits, input_size, original_size) > 0`` (up to float rounding), but each
-    mask is only evaluated on the bounding region of its positive low-res logits (a pixel outside it is a convex
-    combination of non-positive logits, hence background).
-
-    Args:
-        logits: ``(K, 256, 256)`` float32 low-res logits (any device).
-        original_size: ``(H, W)`` of the output masks.
-        input_size: ``(h, w)`` of the resized image inside the padded model input.
-        padded_size: the model's square input side (1024 for SAM, 256 for LiteMedSAM).
-
-    Returns:
-        ``(K, H, W)`` bool numpy array.
-    """
-    height, width = original_size
-    n_low = logits.shape[-1]
-    out = np.zeros((logits.shape[0], height, width), dtype=bool)
-    base_y, w_y = _axis_taps(height, input_size[0], padded_size, n_low)
-    base_x, w_x = _axis_taps(width, input_size[1], padded_size, n_low)
-    logits = logits.float()
-    positive = logits > MASK_THRESHOLD
-    for k in range(logits.shape[0]):
-        rows = torch.nonzero(positive[k].any(dim=1)).flatten()
-        if rows.numel() == 0:
-            continue
-        cols = torch.nonzero(positive[k].any(dim=0)).flatten()
-        y0, y1 = _region(base_y, int(rows[0]), int(rows[-1]))
-        x0, x1 = _region(base_x, int(cols[0]), int(cols[-1]))
-        if y1 <= y0 or x1 <= x0:
-            continue
-        low = logits[k]
-        # horizontal pass on the low-res rows the region reads (at most 256 rows): (rows, region width)
-        r_lo, r_hi = int(base_y[y0]), min(int(base_y[y1 - 1]) + 2, n_low - 1)
-        bx = torch.from_numpy(base_x[x0:x1]).to(low.device)
-        wx = torch.from_numpy(w_x[x0:x1]).to(low.device)
-        rows_low = low[r_lo : r_hi + 1]
-        wide = rows_low[:, bx] * wx[:, 0]
-        wide.addcmul_(rows_low[:, torch.clamp(bx + 1, max=n_low - 1)], wx[:, 1])
-        wide.addcmul_(rows_low[:, torch.clamp(bx + 2, max=n_low - 1)], wx[:, 2])
-        # vertical pass in row chunks (whole-row gathers; the chunk stays in cache); indices past the edge have 0 weight
-        last = wide.shape[0] - 1
-        for c0 in range(y0, y1, _ROW_CHUNK):
-            c1 = min(c0 + _ROW_CHUNK, y1)
-            by = torch.from_numpy(base_y[c0:c1] - r_lo).to(low.device)
-            wy = torch.from_numpy(w_y[c0:c1]).to(low.device)
-            values = wide[by] * wy[:, 0:1]
-            values.addcmul_(wide[torch.clamp(by + 1, max=last)], wy[:, 1:2])
-            values.addcmul_(wide[torch.clamp(by + 2, max=last)], wy[:, 2:3])
-            out[k, c0:c1, x0:x1] = (values > MASK_THRESHOLD).cpu().numpy()
-    return out
 
 
 def features_fingerprint(embedding: ImageEmbedding) -> str:

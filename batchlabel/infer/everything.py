@@ -19,8 +19,9 @@ import torch
 from segment_anything.utils.amg import batched_mask_to_box, build_point_grid, calculate_stability_score
 from torchvision.ops import batched_nms
 
-from batchlabel.infer.decoder import MASK_THRESHOLD, DecoderBase, Prompt
+from batchlabel.infer.decoder import DecoderBase, Prompt
 from batchlabel.infer.embedding import ImageEmbedding
+from batchlabel.infer.upsample import MASK_THRESHOLD
 
 logger = logging.getLogger(__name__)
 

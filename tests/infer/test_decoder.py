@@ -21,7 +21,6 @@ from batchlabel.infer.decoder import (
     _token_to_image,
     decode_threads,
     select_masks,
-    upsample_masks,
     upscale_logits,
     upscale_tokens,
 )
@@ -211,31 +210,6 @@ def test_wrong_model_or_input_size_is_refused(decoder: MaskDecoder) -> None:
     wrong_size = ImageEmbedding(embedding.features, (480, 640), (192, 256), "sam_vit_b@random", "fp32", "a" * 64)
     with pytest.raises(ValueError, match="input_size"):
         decoder.decode(wrong_size, POSITIVE)
-
-
-@pytest.mark.parametrize(
-    ("original_size", "padded"),
-    [((480, 640), 1024), ((3000, 4000), 1024), ((37, 23), 1024), ((375, 500), 256), ((1000, 333), 256)],
-)
-def test_upsample_masks_matches_sam_postprocess(
-    sam: torch.nn.Module, original_size: tuple[int, int], padded: int
-) -> None:
-    generator = torch.Generator().manual_seed(sum(original_size))
-    logits = torch.randn((3, 1, 256, 256), generator=generator)
-    logits = torch.nn.functional.avg_pool2d(logits, 9, stride=1, padding=4) * 9 - 1.0  # blobs, not noise
-    logits[2] = -1.0  # an empty mask
-    scale = padded / max(original_size)
-    input_size = (int(original_size[0] * scale + 0.5), int(original_size[1] * scale + 0.5))
-    upscaled = torch.nn.functional.interpolate(logits, (padded, padded), mode="bilinear", align_corners=False)
-    upscaled = upscaled[..., : input_size[0], : input_size[1]]
-    expected = torch.nn.functional.interpolate(upscaled, original_size, mode="bilinear", align_corners=False) > 0
-    ours = upsample_masks(logits[:, 0], original_size=original_size, input_size=input_size, padded_size=padded)
-    assert ours.shape == (3, *original_size)
-    for k in range(2):
-        assert expected[k, 0].any()
-        disagree = np.logical_xor(ours[k], expected[k, 0].numpy()).sum()
-        assert disagree <= max(2, expected[k, 0].sum() // 100_000), disagree
-    assert not ours[2].any()
 
 
 @pytest.fixture(scope="module")
