@@ -8,11 +8,12 @@ full-size float masks:
 
 - only inside the bounding region of a mask's positive low-res logits (anything outside is a convex combination of
   non-positive logits, hence background);
-- one horizontal pass on the (at most 256) low-res rows the region reads, then, for every run of output rows that
-  read the same three low-res rows, the sign is already certain in each column where those three values agree
-  (a convex combination of positive values is positive, of non-positive values non-positive): that run is filled by
-  copying one row, and only the uncertain columns, a band along the mask's edges, get the vertical filter. Masks
-  whose band covers much of the region (noise from random weights) take the dense vertical pass instead.
+- one horizontal pass on the (at most 256) low-res rows the region reads, giving ``wide`` ``(low rows, W)``;
+- then the vertical filter. Consecutive output rows read the same three rows of ``wide`` (a *run*: about
+  ``H / 256`` rows for 1024-px SAM), so a run is one small matrix product ``(run rows, 3) @ (3, W)`` into a reused
+  buffer, thresholded straight into the bool output; at 12 MP that is 6x faster than gathering the tap rows per output
+  row and 5x faster than SAM's own two ``F.interpolate`` calls. Short runs (small images) use the row gather, in
+  chunks.
 
 Coordinates: arrays are ``(row, column)``; sizes ``(height, width)``.
 """
@@ -27,10 +28,11 @@ from torch import Tensor
 
 #: Logit threshold above which a pixel belongs to the mask (``Sam.mask_threshold``).
 MASK_THRESHOLD = 0.0
-#: Output rows upsampled at a time by the dense vertical pass (bounds its float scratch to _ROW_CHUNK x width).
+#: Output rows filtered at a time by the row-gathering vertical pass (bounds its float scratch to _ROW_CHUNK x width).
 _ROW_CHUNK = 256
-#: Above this fraction of uncertain pixels in a mask's region, the dense vertical pass is cheaper than the band.
-_DENSE_FRACTION = 0.12
+#: Mean output rows per run from which one matrix product per run beats gathering rows (measured: 4000x3000 at 6.2
+#: rows per low-res row 52 -> 9 ms; 640x480 at 2.5 rows 0.7 vs 1.2 ms).
+_MIN_RUN_ROWS = 4
 
 
 @lru_cache(maxsize=64)
@@ -73,58 +75,29 @@ def _region(base: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
     return start, stop
 
 
-def _shifted_rows(wide: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``wide`` and its rows shifted up by one and two (the last row repeated): the three taps of each row."""
-    last = wide.shape[0] - 1
-    return wide, wide[np.minimum(np.arange(1, last + 2), last)], wide[np.minimum(np.arange(2, last + 3), last)]
+def _vertical_gather(wide: np.ndarray, run: np.ndarray, w_y: np.ndarray, out: np.ndarray) -> None:
+    """Vertical filter by gathering each output row's taps: ``out[i] = sum_a w_y[i, a] * wide[run[i] + a] > 0``.
 
-
-def _vertical_dense(taps: tuple[np.ndarray, ...], run: np.ndarray, w_y: np.ndarray, out: np.ndarray) -> None:
-    """Vertical filter on every pixel: ``out[i] = sum_a w_y[i, a] * taps[a][run[i]] > 0``, in row chunks."""
+    ``wide`` carries two extra copies of its last row at the end (taps past the edge have weight 0).
+    """
     for c0 in range(0, len(run), _ROW_CHUNK):
         rows, weights = run[c0 : c0 + _ROW_CHUNK], w_y[c0 : c0 + _ROW_CHUNK]
-        values = taps[0][rows] * weights[:, 0:1]
-        values += taps[1][rows] * weights[:, 1:2]
-        values += taps[2][rows] * weights[:, 2:3]
+        values = wide[rows] * weights[:, 0:1]
+        values += wide[rows + 1] * weights[:, 1:2]
+        values += wide[rows + 2] * weights[:, 2:3]
         np.greater(values, MASK_THRESHOLD, out=out[c0 : c0 + _ROW_CHUNK])
 
 
-def _vertical_band(
-    taps: tuple[np.ndarray, ...], certain: np.ndarray, uncertain: np.ndarray, run: np.ndarray, w_y: np.ndarray,
-    mask: np.ndarray, origin: tuple[int, int],
-) -> None:
-    """Fill the region from the per-run certain signs, then apply the vertical filter on the uncertain pixels only.
-
-    Args:
-        taps: three ``(runs, width)`` float arrays, the low-res rows each run of output rows reads.
-        certain, uncertain: ``(runs, width)`` bool: the sign is known positive / not known from the taps alone.
-        run: ``(rows,)`` int, non-decreasing: the run of each output row of the region.
-        w_y: ``(rows, 3)`` vertical weights of the region's output rows.
-        mask: the whole ``(H, W)`` C-contiguous bool output; ``origin`` the region's top-left ``(y0, x0)`` in it.
-    """
-    height, width = len(run), certain.shape[1]
-    y0, x0 = origin
-    mask[y0 : y0 + height, x0 : x0 + width] = certain[run]
-    run_rows, cols = np.nonzero(uncertain)
-    if run_rows.size == 0:
-        return
-    runs = np.arange(certain.shape[0])
-    first = np.searchsorted(run, runs, side="left")[run_rows]
-    count = np.searchsorted(run, runs, side="right")[run_rows] - first
-    tap_values = [tap[run_rows, cols] for tap in taps]
-    weight_columns = [np.ascontiguousarray(w_y[:, a]) for a in range(3)]
-    flat_mask = mask.reshape(-1)
-    # the o-th output row of every uncertain (run, column) at once; runs are about as long as the upscaling factor
-    for offset in range(int(count.max(initial=0))):
-        keep = count > offset
-        if keep.all():
-            rows, at, values = first + offset, cols, tap_values
-        else:
-            rows, at, values = first[keep] + offset, cols[keep], [v[keep] for v in tap_values]
-        result = values[0] * weight_columns[0].take(rows)
-        result += values[1] * weight_columns[1].take(rows)
-        result += values[2] * weight_columns[2].take(rows)
-        flat_mask[(rows + y0) * mask.shape[1] + (at + x0)] = result > MASK_THRESHOLD
+def _vertical_runs(wide: np.ndarray, run: np.ndarray, w_y: np.ndarray, out: np.ndarray) -> None:
+    """The same filter, one ``(rows, 3) @ (3, W)`` product per run of output rows that read the same three rows."""
+    starts = np.flatnonzero(np.diff(run, prepend=-1))
+    stops = np.append(starts[1:], len(run))
+    buffer = np.empty((int((stops - starts).max()), wide.shape[1]), dtype=np.float32)
+    for start, stop in zip(starts.tolist(), stops.tolist(), strict=True):
+        row = int(run[start])
+        values = buffer[: stop - start]
+        np.matmul(w_y[start:stop], wide[row : row + 3], out=values)
+        np.greater(values, MASK_THRESHOLD, out=out[start:stop])
 
 
 def upsample_masks(
@@ -169,16 +142,8 @@ def upsample_masks(
         wide = rows_low[:, bx] * wx[:, 0]
         wide += rows_low[:, np.minimum(bx + 1, n_low - 1)] * wx[:, 1]
         wide += rows_low[:, np.minimum(bx + 2, n_low - 1)] * wx[:, 2]
-        taps = _shifted_rows(wide)
+        wide = np.concatenate([wide, wide[-1:], wide[-1:]])  # taps past the last row have weight 0
         run = base_y[y0:y1] - r_lo
-        lowest = np.minimum(np.minimum(taps[0], taps[1]), taps[2])
-        highest = np.maximum(np.maximum(taps[0], taps[1]), taps[2])
-        certain = lowest > MASK_THRESHOLD
-        uncertain = (highest > MASK_THRESHOLD) & ~certain
-        run_lengths = np.bincount(run, minlength=wide.shape[0])
-        band_pixels = int((uncertain.sum(axis=1) * run_lengths).sum())
-        if band_pixels > _DENSE_FRACTION * (y1 - y0) * (x1 - x0):
-            _vertical_dense(taps, run, w_y[y0:y1], out[k, y0:y1, x0:x1])
-        else:
-            _vertical_band(taps, certain, uncertain, run, w_y[y0:y1], out[k], (y0, x0))
+        vertical = _vertical_runs if (y1 - y0) >= _MIN_RUN_ROWS * (run[-1] - run[0] + 1) else _vertical_gather
+        vertical(wide, run, w_y[y0:y1], out[k, y0:y1, x0:x1])
     return out

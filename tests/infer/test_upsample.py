@@ -49,16 +49,21 @@ def test_upsample_matches_sam_postprocess(kind: str, original_size: tuple[int, i
 
 
 @pytest.mark.parametrize("kind", ["blobs", "disc", "noise"])
-def test_band_and_dense_vertical_passes_agree(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The edge-band pass (certain runs copied, filter on the uncertain pixels) gives the dense pass's pixels."""
+@pytest.mark.parametrize("original_size", [(1080, 1920), (300, 451)])
+def test_run_products_and_row_gathers_agree(
+    kind: str, original_size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One matrix product per run of output rows gives the pixels of the per-row gather (up to float rounding)."""
     logits = _logits(kind, 7).numpy()
-    kwargs = {"original_size": (1080, 1920), "input_size": (576, 1024), "padded_size": 1024}
-    monkeypatch.setattr(upsample, "_DENSE_FRACTION", 0.0)
-    dense = upsample_masks(logits, **kwargs)  # type: ignore[arg-type]
-    monkeypatch.setattr(upsample, "_DENSE_FRACTION", float("inf"))
-    band = upsample_masks(logits, **kwargs)  # type: ignore[arg-type]
-    assert dense.any() and not dense.all()
-    np.testing.assert_array_equal(band, dense)
+    scale = 1024 / max(original_size)
+    input_size = (int(original_size[0] * scale + 0.5), int(original_size[1] * scale + 0.5))
+    kwargs = {"original_size": original_size, "input_size": input_size, "padded_size": 1024}
+    monkeypatch.setattr(upsample, "_MIN_RUN_ROWS", 0)
+    runs = upsample_masks(logits, **kwargs)  # type: ignore[arg-type]
+    monkeypatch.setattr(upsample, "_MIN_RUN_ROWS", float("inf"))
+    gathered = upsample_masks(logits, **kwargs)  # type: ignore[arg-type]
+    assert gathered.any() and not gathered.all()
+    assert np.logical_xor(runs, gathered).sum() <= 2
 
 
 def test_region_outside_the_positive_logits_stays_background() -> None:
