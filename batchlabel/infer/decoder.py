@@ -8,7 +8,8 @@ Conventions:
   scaled to the model frame (``embedding.input_size``) exactly like ``ResizeLongestSide.apply_coords``.
 - Masks come back as ``bool`` ``(K, H, W)`` at ``original_size``. They are computed from the low-res logits with
   SAM's two bilinear resizes (256 -> padded input size, crop to ``input_size``, -> original size) but only on the
-  region where the mask can be positive, and thresholded there: no full-size float masks are materialised.
+  region where the mask can be positive, and thresholded there: no full-size float masks are materialised
+  (:mod:`batchlabel.infer.upsample`).
 
 The backend-independent parts (prompt validation, coordinate transforms, mask selection, upsampling) live in
 :class:`DecoderBase`; :class:`MaskDecoder` (torch) and ``onnx_decoder.OnnxMaskDecoder`` only produce low-res logits.
