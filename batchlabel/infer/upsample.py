@@ -11,9 +11,9 @@ full-size float masks:
 - one horizontal pass on the (at most 256) low-res rows the region reads, giving ``wide`` ``(low rows, W)``;
 - then the vertical filter. Consecutive output rows read the same three rows of ``wide`` (a *run*: about
   ``H / 256`` rows for 1024-px SAM), so a run is one small matrix product ``(run rows, 3) @ (3, W)`` into a reused
-  buffer, thresholded straight into the bool output; at 12 MP that is 6x faster than gathering the tap rows per output
-  row and 5x faster than SAM's own two ``F.interpolate`` calls. Short runs (small images) use the row gather, in
-  chunks.
+  buffer, thresholded straight into the bool output; at 12 MP that is 3-4.5x faster than gathering the tap rows per
+  output row and 2-4x faster than SAM's own two ``F.interpolate`` calls (``benchmarks/upsample.py``). Short runs
+  (small images) use the row gather, in chunks.
 
 Coordinates: arrays are ``(row, column)``; sizes ``(height, width)``.
 """
@@ -30,8 +30,8 @@ from torch import Tensor
 MASK_THRESHOLD = 0.0
 #: Output rows filtered at a time by the row-gathering vertical pass (bounds its float scratch to _ROW_CHUNK x width).
 _ROW_CHUNK = 256
-#: Mean output rows per run from which one matrix product per run beats gathering rows (measured: 4000x3000 at 6.2
-#: rows per low-res row 52 -> 9 ms; 640x480 at 2.5 rows 0.7 vs 1.2 ms).
+#: Mean output rows per run from which one matrix product per run beats gathering rows (measured on noise masks:
+#: 4000x3000, ~4 rows per run, 52 -> 9 ms; 640x480, 2.5 rows per run, 0.7 ms gathering vs 1.2 ms products).
 _MIN_RUN_ROWS = 4
 
 
