@@ -9,11 +9,11 @@ full-size float masks:
 - only inside the bounding region of a mask's positive low-res logits (anything outside is a convex combination of
   non-positive logits, hence background);
 - one horizontal pass on the (at most 256) low-res rows the region reads, giving ``wide`` ``(low rows, W)``;
-- then the vertical filter. Consecutive output rows read the same three rows of ``wide`` (a *run*: about
-  ``H / 256`` rows for 1024-px SAM), so a run is one small matrix product ``(run rows, 3) @ (3, W)`` into a reused
-  buffer, thresholded straight into the bool output; at 12 MP that is 3-4.5x faster than gathering the tap rows per
-  output row and 2-4x faster than SAM's own two ``F.interpolate`` calls (``benchmarks/upsample.py``). Short runs
-  (small images) use the row gather, in chunks.
+- then the vertical filter. Consecutive output rows read the same three rows of ``wide`` (a *run*: about ``4 H / h``
+  rows for 1024-px SAM, ``h`` the image's height inside the model input: 15.6 at 4000x3000), so a run is one small
+  matrix product ``(run rows, 3) @ (3, W)`` into a reused buffer, thresholded straight into the bool output; at 12 MP
+  that is 3-4.5x faster than gathering the tap rows per output row and 2-4x faster than SAM's own two
+  ``F.interpolate`` calls (``benchmarks/upsample.py``). Short runs (small images) use the row gather, in chunks.
 
 Coordinates: arrays are ``(row, column)``; sizes ``(height, width)``.
 """
@@ -31,7 +31,7 @@ MASK_THRESHOLD = 0.0
 #: Output rows filtered at a time by the row-gathering vertical pass (bounds its float scratch to _ROW_CHUNK x width).
 _ROW_CHUNK = 256
 #: Mean output rows per run from which one matrix product per run beats gathering rows (measured on noise masks:
-#: 4000x3000, ~4 rows per run, 52 -> 9 ms; 640x480, 2.5 rows per run, 0.7 ms gathering vs 1.2 ms products).
+#: 4000x3000, 15.6 rows per run, 52 -> 9 ms; 640x480, 2.5 rows per run, 0.7 ms gathering vs 1.2 ms products).
 _MIN_RUN_ROWS = 4
 
 
