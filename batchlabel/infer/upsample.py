@@ -139,10 +139,12 @@ def upsample_masks(
         r_lo, r_hi = int(base_y[y0]), min(int(base_y[y1 - 1]) + 2, n_low - 1)
         bx, wx = base_x[x0:x1], w_x[x0:x1]
         rows_low = low[r_lo : r_hi + 1]
-        wide = rows_low[:, bx] * wx[:, 0]
-        wide += rows_low[:, np.minimum(bx + 1, n_low - 1)] * wx[:, 1]
-        wide += rows_low[:, np.minimum(bx + 2, n_low - 1)] * wx[:, 2]
-        wide = np.concatenate([wide, wide[-1:], wide[-1:]])  # taps past the last row have weight 0
+        wide = np.empty((len(rows_low) + 2, x1 - x0), dtype=np.float32)  # + 2 copies of the last row: taps past it
+        filtered = wide[: len(rows_low)]  # have weight 0
+        np.multiply(rows_low[:, bx], wx[:, 0], out=filtered)
+        filtered += rows_low[:, np.minimum(bx + 1, n_low - 1)] * wx[:, 1]
+        filtered += rows_low[:, np.minimum(bx + 2, n_low - 1)] * wx[:, 2]
+        wide[len(rows_low) :] = filtered[-1]
         run = base_y[y0:y1] - r_lo
         vertical = _vertical_runs if (y1 - y0) >= _MIN_RUN_ROWS * (run[-1] - run[0] + 1) else _vertical_gather
         vertical(wide, run, w_y[y0:y1], out[k, y0:y1, x0:x1])
