@@ -141,6 +141,7 @@ def bench_latency(ls: Any, root: Path, cache: Path, url: str, api_key: str, coun
     from PIL import Image
     from skimage import data
 
+    from batchlabel.annotate.preannotate import model_version_for
     from batchlabel.infer.decoder import MaskDecoder
     from batchlabel.infer.encoder import BatchEncoder
     from batchlabel.infer.models import load_model
@@ -148,7 +149,6 @@ def bench_latency(ls: Any, root: Path, cache: Path, url: str, api_key: str, coun
     from batchlabel.ingest.discovery import PathFilter, StabilityTracker
     from batchlabel.ingest.journal import Journal
     from batchlabel.ingest.pipeline import Pipeline
-    from batchlabel.ingest.preannotate import model_version_for
     from batchlabel.ingest.sink import LabelStudioSink
     from batchlabel.sync.client import get_task
 

@@ -84,7 +84,7 @@ class Pipeline:
         sink: the Label Studio side (opened).
         encoder: a ``BatchEncoder`` (``encode_files(paths)``, ``model_id``).
         decoder: a ``MaskDecoder`` for the encoder's model (unused in mode ``none``).
-        model_version: this run's prediction version (:func:`batchlabel.ingest.preannotate.model_version_for`).
+        model_version: this run's prediction version (:func:`batchlabel.annotate.preannotate.model_version_for`).
         stop: set to stop early (watch's SIGINT/SIGTERM): the batch in flight finishes, queued files stay journaled.
         hasher: ``file_sha256``-like (injectable).
         push_max_wait_s: how long the first file of a push batch waits for company.
@@ -298,7 +298,7 @@ class Pipeline:
             self._predict(item, result.embedding)
 
     def _predict(self, item: WorkItem, embedding: ImageEmbedding) -> None:
-        from batchlabel.ingest.preannotate import PromptSourceError, preannotate
+        from batchlabel.annotate.preannotate import PromptSourceError, preannotate
 
         task = item.task or {"data": {"image": _image_url(item.rel_path)}}
         try:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchlabel.ingest.preannotate import MODEL_VERSION_PREFIX
+from batchlabel.annotate.preannotate import MODEL_VERSION_PREFIX
 from batchlabel.sync import client as ls_client
 
 if TYPE_CHECKING:

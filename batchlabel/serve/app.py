@@ -58,8 +58,8 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 def build_backend(config: Config, *, model: Any = None, store: StoreLike | None = None) -> tuple[Backend, Any]:
     """Load (or take) the model and store, and wire the backend. Returns ``(backend, fetcher)``."""
+    from batchlabel.annotate.preannotate import model_version_for
     from batchlabel.infer.encoder import BatchEncoder
-    from batchlabel.ingest.preannotate import model_version_for
     from batchlabel.serve.decoders import select_decoder
 
     if model is None:

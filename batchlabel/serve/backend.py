@@ -1,11 +1,11 @@
 """The prediction service behind ``/predict``: interactive smart-tool answers and batch pre-annotations.
 
-Interactive: the smart tool's manual regions -> one prompt (:mod:`batchlabel.serve.context`) -> the task image's
+Interactive: the smart tool's manual regions -> one prompt (:mod:`batchlabel.annotate.context`) -> the task image's
 embedding (:mod:`batchlabel.serve.embeddings`, encode once on a miss) -> the decoder -> Label Studio result items in
 the project's own tool names (brush always; polygon / rectangle when ``preannotate.outputs`` asks for them), score =
 predicted IoU. With ``serve.multimask`` the three candidates come back as three regions, best first.
 
-Batch: each task -> its embedding -> :func:`batchlabel.ingest.preannotate.preannotate`, the same code as
+Batch: each task -> its embedding -> :func:`batchlabel.annotate.preannotate.preannotate`, the same code as
 ``batchlabel run``. A task whose image cannot be used, or with nothing found, gets an empty list (no prediction), so
 one bad image never fails the batch; the reason is logged.
 
@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from batchlabel.annotate.context import ContextError, InteractivePrompt, parse_context
 from batchlabel.config import Config
 from batchlabel.infer.decoder import Prompt, decode_threads
 from batchlabel.infer.embedding import ImageEmbedding
-from batchlabel.serve.context import ContextError, InteractivePrompt, parse_context
 from batchlabel.serve.embeddings import EmbeddingProvider
 from batchlabel.serve.protocol import Prediction, PredictRequest, PredictResponse, Task
 from batchlabel.serve.sources import ImageSourceError, resolve_image_url
@@ -197,7 +197,7 @@ class Backend:
     # -- batch ---------------------------------------------------------------------------------------------------
     def batch(self, request: PredictRequest) -> PredictResponse:
         """Pre-annotate every task with ``run``'s code; one entry per task, in order (empty list: no prediction)."""
-        from batchlabel.ingest.preannotate import preannotate
+        from batchlabel.annotate.preannotate import preannotate
 
         start = time.perf_counter()
         schema = self.schema_for(request.label_config)

@@ -40,7 +40,7 @@ class Task(_Payload):
 
 
 class Context(_Payload):
-    """The smart tool's regions. Items are validated one by one by :mod:`batchlabel.serve.context`."""
+    """The smart tool's regions. Items are validated one by one by :mod:`batchlabel.annotate.context`."""
 
     result: list[dict[str, Any]] = Field(default_factory=list)
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from batchlabel.config import Config
-from batchlabel.dataset.autobuild import CompletionRule, build_if_complete
 from batchlabel.dataset.builder import BuildOptions, build_dataset
+from batchlabel.dataset.completion import CompletionRule, build_if_complete
 from batchlabel.sync.client import image_url
 from batchlabel.sync.label_config import generate_label_config
 from tests.dataset import helpers

@@ -35,7 +35,7 @@ def client(cat_config: Any, litemedsam: Any) -> TestClient:
 
 def test_health_setup_webhook_versions(client: TestClient, cat_config: Any, litemedsam: Any,
                                        caplog: pytest.LogCaptureFixture) -> None:
-    from batchlabel.ingest.preannotate import model_version_for
+    from batchlabel.annotate.preannotate import model_version_for
 
     caplog.set_level(logging.DEBUG)
     health = client.get("/health").json()

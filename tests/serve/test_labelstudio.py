@@ -90,7 +90,7 @@ def test_connect_bbox2label_retrieve_predictions_and_uploads(
     response = ls_post(label_studio, f"/api/dm/actions?id=retrieve_tasks_predictions&project={project_id}",
                        {"selectedItems": {"all": True, "excluded": []}})
     assert response.status_code == 200, response.text
-    from batchlabel.ingest.preannotate import model_version_for
+    from batchlabel.annotate.preannotate import model_version_for
 
     version = model_version_for(config, litemedsam.model_id)
     for task_id, label in ((cat_task, "cat"), (astronaut_task, "person")):

@@ -8,8 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from batchlabel.config import parse_config
-from batchlabel.ingest.preannotate import (
+from batchlabel.annotate.preannotate import (
     BoxPrompt,
     PromptSourceError,
     coco_boxes,
@@ -18,6 +17,7 @@ from batchlabel.ingest.preannotate import (
     preannotate,
     read_sidecar,
 )
+from batchlabel.config import parse_config
 from batchlabel.sync.results import parse_result_mask
 from tests.ingest.ingest_helpers import sample_images, write_png
 

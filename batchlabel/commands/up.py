@@ -100,8 +100,8 @@ def _wait_for_signal() -> None:
 
 
 def up_command(config: Config, args: argparse.Namespace) -> int:
+    from batchlabel.commands.ingest import watch_command
     from batchlabel.infer.models import WeightsUnavailableError, load_model
-    from batchlabel.ingest.commands import watch_command
     from batchlabel.serve.runner import BindError
     from batchlabel.sync.client import LabelStudioError, connect, ensure_project
     from batchlabel.sync.ml_backend import connect_ml_backend

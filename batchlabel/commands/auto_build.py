@@ -1,6 +1,6 @@
 """The watcher's side of "the dataset is built when the labeling is done" (``dataset.auto_build``).
 
-Every ``check_every_s`` the daemon asks :func:`batchlabel.dataset.autobuild.build_if_complete` whether the project is
+Every ``check_every_s`` the daemon asks :func:`batchlabel.dataset.completion.build_if_complete` whether the project is
 complete and changed since the last build; a build runs in a background thread so ingestion never waits for it, and
 at most one build runs at a time.
 """
@@ -48,7 +48,7 @@ class AutoBuilder:
         self._thread.start()
 
     def _build(self) -> None:
-        from batchlabel.dataset.autobuild import CompletionRule, build_if_complete
+        from batchlabel.dataset.completion import CompletionRule, build_if_complete
         from batchlabel.dataset.ls_export import DatasetError
         from batchlabel.sync.client import LabelStudioError, LabelStudioUnavailableError
 

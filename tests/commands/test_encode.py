@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from batchlabel.cli import main
+from batchlabel.commands.encode import find_images
 from batchlabel.config import load_config
-from batchlabel.infer.commands import find_images
 from tests.infer.image_zoo import make_image_zoo
 
 

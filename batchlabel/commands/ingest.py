@@ -117,10 +117,10 @@ class _Session:
 def _start(config: Config, ls: LabelStudio, *, stop: threading.Event, unavailable_limit_s: float | None,
            model: Any = None,
            on_progress: Callable[[str], None] | None = None) -> _Session:
+    from batchlabel.annotate.preannotate import model_version_for
     from batchlabel.ingest.discovery import PathFilter, StabilityTracker
     from batchlabel.ingest.journal import Journal
     from batchlabel.ingest.pipeline import Pipeline
-    from batchlabel.ingest.preannotate import model_version_for
     from batchlabel.ingest.sink import LabelStudioSink
 
     root = config.storage.root
@@ -242,7 +242,7 @@ def run_command(config: Config, args: argparse.Namespace) -> int:
 
 def watch_command(config: Config, args: argparse.Namespace) -> int:
     """The ingestion daemon; exits 0 after SIGINT/SIGTERM (2 on a config error)."""
-    from batchlabel.ingest.autobuild import AutoBuilder
+    from batchlabel.commands.auto_build import AutoBuilder
     from batchlabel.ingest.discovery import FolderWatcher
 
     summary_every_s = float(getattr(args, "summary_every_s", 60.0) or 60.0)

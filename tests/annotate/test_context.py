@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from batchlabel.serve.context import ContextError, parse_context
+from batchlabel.annotate.context import ContextError, parse_context
 
 
 def keypoint(x: float, y: float, *, positive: bool = True, origin: str | None = "manual", label: str = "cat",

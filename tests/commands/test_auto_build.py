@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from batchlabel.commands.auto_build import AutoBuilder
 from batchlabel.config import Config
-from batchlabel.ingest.autobuild import AutoBuilder
 from tests.dataset import helpers
 from tests.dataset.test_live_project import LABELS, half_annotated_project
 

@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from batchlabel.ingest.commands import run_command
-from batchlabel.ingest.preannotate import model_version_for
+from batchlabel.annotate.preannotate import model_version_for
+from batchlabel.commands.ingest import run_command
 from tests.ingest.ingest_helpers import project_tasks, run_cli, sample_images, sidecar, write_png, write_yaml_config
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
