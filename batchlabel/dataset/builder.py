@@ -524,31 +524,3 @@ def _finish(
         finding_counts=dict(findings.counts), finding_messages=dict(findings.messages), failures=failures,
         warnings=warnings, fingerprint=digest,
     )
-
-
-def iter_dataset_images(dataset_dir: Path, split: str = "all", *, limit: int | None = None) -> list[dict[str, Any]]:
-    """The first ``limit`` ``images`` entries of ``annotations/<split>.json``, each with its ``annotations`` list.
-
-    Streams the file twice (images, then annotations), so memory is bounded by ``limit`` images' annotations.
-    """
-    import ijson
-
-    path = Path(dataset_dir) / "annotations" / f"{split}.json"
-    try:
-        with path.open("rb") as handle:
-            images = []
-            for image in ijson.items(handle, "images.item", use_float=True):
-                images.append({**image, "annotations": []})
-                if limit is not None and len(images) >= limit:
-                    break
-        by_id = {image["id"]: image for image in images}
-        with path.open("rb") as handle:
-            for annotation in ijson.items(handle, "annotations.item", use_float=True):
-                image = by_id.get(annotation.get("image_id"))
-                if image is not None:
-                    image["annotations"].append(annotation)
-    except OSError as error:
-        raise DatasetError(f"{path}: cannot read ({error.strerror}); is {dataset_dir} a built dataset?") from None
-    except ijson.JSONError as error:
-        raise DatasetError(f"{path}: not valid COCO JSON: {error}") from None
-    return images

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from batchlabel.dataset.ls_export import DatasetError
+
 log = logging.getLogger(__name__)
 
 #: Thumbnail edge in the contact sheet, pixels.
@@ -91,15 +93,40 @@ def contact_sheet(paths: list[Path], out: Path, *, thumbnail_px: int = THUMBNAIL
     return out
 
 
+def iter_dataset_images(dataset_dir: Path, split: str = "all", *, limit: int | None = None) -> list[dict[str, Any]]:
+    """The first ``limit`` ``images`` entries of ``annotations/<split>.json``, each with its ``annotations`` list.
+
+    Streams the file twice (images, then annotations), so memory is bounded by ``limit`` images' annotations.
+    """
+    import ijson
+
+    path = Path(dataset_dir) / "annotations" / f"{split}.json"
+    try:
+        with path.open("rb") as handle:
+            images = []
+            for image in ijson.items(handle, "images.item", use_float=True):
+                images.append({**image, "annotations": []})
+                if limit is not None and len(images) >= limit:
+                    break
+        by_id = {image["id"]: image for image in images}
+        with path.open("rb") as handle:
+            for annotation in ijson.items(handle, "annotations.item", use_float=True):
+                image = by_id.get(annotation.get("image_id"))
+                if image is not None:
+                    image["annotations"].append(annotation)
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read ({error.strerror}); is {dataset_dir} a built dataset?") from None
+    except ijson.JSONError as error:
+        raise DatasetError(f"{path}: not valid COCO JSON: {error}") from None
+    return images
+
+
 def render_previews(dataset_dir: Path, *, limit: int = 16, split: str = "all") -> list[Path]:
     """Render overlays of the first ``limit`` images of ``annotations/<split>.json`` and a contact sheet.
 
     Returns the overlay paths followed by the contact sheet's path (empty when the dataset has no images).
     """
     from PIL import Image, ImageOps
-
-    from batchlabel.dataset.builder import iter_dataset_images
-    from batchlabel.dataset.ls_export import DatasetError
 
     dataset_dir = Path(dataset_dir)
     images = iter_dataset_images(dataset_dir, split, limit=limit)
