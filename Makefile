@@ -58,9 +58,11 @@ browser:
 test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# ruff, mypy, and the layer contracts of pyproject.toml ([tool.importlinter]) on this checkout's package.
 lint: install
 	$(BIN)/ruff check batchlabel tests benchmarks
 	$(BIN)/mypy batchlabel
+	PYTHONPATH=$(CURDIR) $(BIN)/lint-imports --no-cache --no-logo
 
 clean-cache:
 	rm -rf .batchlabel
