@@ -110,9 +110,27 @@ class PreannotateConfig(_Section):
     coco_file: Path | None = None
 
 
+GIB = 1 << 30
+
+
 class CacheConfig(_Section):
     dir: Path = Path(".batchlabel")
     max_gb: float = Field(default=50.0, gt=0)
+
+    @property
+    def max_bytes(self) -> int:
+        """The embedding store's byte cap (``max_gb`` GiB)."""
+        return int(self.max_gb * GIB)
+
+    @property
+    def embeddings_dir(self) -> Path:
+        """The embedding store's folder."""
+        return self.dir / "embeddings"
+
+    @property
+    def onnx_dir(self) -> Path:
+        """Where ``export-onnx`` writes and the encoder/decoder look for exported ONNX graphs."""
+        return self.dir / "onnx"
 
 
 class ServeConfig(_Section):
@@ -186,7 +204,7 @@ class Config(_Section):
 
     @property
     def embeddings_dir(self) -> Path:
-        return self.cache.dir / "embeddings"
+        return self.cache.embeddings_dir
 
 
 def _interpolate(value: Any, environ: dict[str, str]) -> Any:

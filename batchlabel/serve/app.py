@@ -60,7 +60,7 @@ def build_backend(config: Config, *, model: Any = None, store: StoreLike | None 
     """Load (or take) the model and store, and wire the backend. Returns ``(backend, fetcher)``."""
     from batchlabel.annotate.preannotate import model_version_for
     from batchlabel.infer.encoder import BatchEncoder
-    from batchlabel.serve.decoders import select_decoder
+    from batchlabel.infer.engine import select_decoder
 
     if model is None:
         from batchlabel.infer.models import load_model

@@ -1,4 +1,4 @@
-"""batchlabel.serve.decoders: serve clicks with the cached-image-side ONNX decoder where it is exact."""
+"""batchlabel.infer.engine: serve clicks with the cached-image-side ONNX decoder where it is exact."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from batchlabel.config import ModelConfig
 from batchlabel.infer.decoder import MaskDecoder
 from batchlabel.infer.models import LoadedModel, load_model
 from batchlabel.infer.onnx_decoder import CachedOnnxMaskDecoder, prompt_onnx_path_for
-from batchlabel.serve.decoders import select_decoder
+from batchlabel.infer.engine import select_decoder
 
 
 @pytest.fixture(scope="module")
