@@ -13,6 +13,7 @@ Rules:
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+log = logging.getLogger(__name__)
 
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -75,12 +78,25 @@ class ModelConfig(_Section):
     checkpoint: str = Field(default="auto", description="auto | a path | random (tests only)")
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    backend: Literal["auto", "torch", "onnx"] = "auto"
+    runtime: Literal["auto", "torch", "onnx"] = Field(
+        default="auto", description="what runs the network: auto | torch | onnx (old name: backend)"
+    )
     batch_size: int = Field(default=8, gt=0)
     max_wait_ms: float = Field(default=50.0, ge=0)
     weights_dir: Path | None = Field(default=None, description="where downloaded checkpoints go; default ~/.cache")
     download_url: str | None = Field(default=None, description="override the official checkpoint URL (mirrors)")
     allow_random_weights: bool = Field(default=False, description="test-only: permit checkpoint: random")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backend_is_runtime(cls, data: Any) -> Any:
+        """``model.backend`` is the old name of ``model.runtime`` (the ML backend is the service ``serve`` runs)."""
+        if isinstance(data, dict) and "backend" in data:
+            if "runtime" in data:
+                raise ValueError("set model.runtime only (model.backend is its old name)")
+            log.info("config: model.backend is the old name of model.runtime; read as runtime: %s", data["backend"])
+            data = {("runtime" if key == "backend" else key): value for key, value in data.items()}
+        return data
 
     @field_validator("device")
     @classmethod

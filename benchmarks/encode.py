@@ -66,8 +66,8 @@ def _run(name: str, model_config: dict[str, Any], paths: list[Path], workdir: Pa
     row = {
         "name": name,
         "model_id": model.model_id,
-        "backend": encoder.backend.name,
-        "precision": encoder.backend.precision,
+        "backend": encoder.runtime.name,
+        "precision": encoder.runtime.precision,
         "device": str(model.device),
         "max_batch_images": encoder.max_batch_images,
         "images": len(paths),
@@ -112,18 +112,18 @@ def main(argv: list[str] | None = None) -> int:
         random = {"checkpoint": "random", "allow_random_weights": True}
         if not args.skip_cpu:
             paths = _write_images(images_dir, args.images, args.size)
-            rows.append(_run("litemedsam torch fp32", {"name": "litemedsam", **cpu}, paths, workdir, backend="torch"))
+            rows.append(_run("litemedsam torch fp32", {"name": "litemedsam", **cpu}, paths, workdir, runtime="torch"))
             from batchlabel.config import ModelConfig
 
             onnx_dir = workdir / "onnx"
             export_onnx(load_model(ModelConfig(name="litemedsam", **cpu)), onnx_dir, decoder=False)
             rows.append(_run("litemedsam onnxruntime fp32", {"name": "litemedsam", **cpu}, paths, workdir,
-                             backend="onnx", onnx_dir=onnx_dir))
+                             runtime="onnx", onnx_dir=onnx_dir))
             rows.append(_run("mobile_sam torch fp32 (random weights)", {"name": "mobile_sam", **cpu, **random},
-                             paths, workdir, backend="torch"))
+                             paths, workdir, runtime="torch"))
             if args.vit_b:
                 rows.append(_run("sam_vit_b torch fp32 (random weights)", {"name": "sam_vit_b", **cpu, **random},
-                                 paths[:2], workdir, backend="torch"))
+                                 paths[:2], workdir, runtime="torch"))
         if torch.cuda.is_available():
             gpu_dir = workdir / "gpu-images"
             gpu_dir.mkdir()
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, extra in models:
                 for batch in (8, 16, 32):
                     rows.append(_run(f"{name} cuda bf16 batch {batch}", {"name": name, **cuda, **extra}, gpu_paths,
-                                     workdir, backend="torch", max_batch_images=batch, load_workers=8,
+                                     workdir, runtime="torch", max_batch_images=batch, load_workers=8,
                                      queue_depth=4 * batch))
     report = {
         "benchmark": "encode",

@@ -99,3 +99,17 @@ def test_config_is_immutable(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, minimal()), environ={})
     with pytest.raises(Exception, match="frozen"):
         config.model.batch_size = 3  # type: ignore[misc]
+
+
+def test_model_backend_is_read_as_runtime_and_derived_cache_values_are_on_the_config(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("INFO", logger="batchlabel.config"):
+        config = load_config(write(tmp_path, minimal(model={"backend": "torch"}, cache={"max_gb": 0.5})))
+    assert config.model.runtime == "torch"
+    assert "model.backend is the old name of model.runtime" in caplog.text
+    assert config.cache.max_bytes == 1 << 29
+    assert config.cache.onnx_dir == config.cache.dir / "onnx"
+    assert config.embeddings_dir == config.cache.dir / "embeddings"
+    with pytest.raises(ConfigError, match="set model.runtime only"):
+        load_config(write(tmp_path, minimal(model={"backend": "torch", "runtime": "onnx"}), "both.yaml"))

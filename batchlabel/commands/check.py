@@ -16,7 +16,7 @@ from typing import Literal
 
 import httpx
 
-from batchlabel.config import Config
+from batchlabel.config import GIB, Config
 
 Level = Literal["ok", "warn", "FAIL"]
 
@@ -141,7 +141,7 @@ def _check_cache(config: Config) -> Iterator[Finding]:
     if not os.access(existing, os.W_OK):
         yield Finding("FAIL", "cache.dir", f"{cache} is not writable")
         return
-    free_gb = shutil.disk_usage(existing).free / 2**30
+    free_gb = shutil.disk_usage(existing).free / GIB
     level: Level = "ok" if free_gb >= min(config.cache.max_gb, 5.0) else "warn"
     yield Finding(level, "cache.dir", f"{cache} ({free_gb:.1f} GiB free, cap {config.cache.max_gb:g} GiB)")
 

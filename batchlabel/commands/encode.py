@@ -22,7 +22,6 @@ from batchlabel.config import Config
 
 log = logging.getLogger(__name__)
 
-GIB = 1 << 30
 ENCODE_STAGE = "encode"
 
 
@@ -46,9 +45,8 @@ def _open_journal(config: Config) -> Any:
 
 def encode_command(config: Config, args: argparse.Namespace) -> int:
     """Encode every image under the document root into the embedding store. See the module docstring."""
-    from batchlabel.infer.encoder import BatchEncoder
-    from batchlabel.infer.models import WeightsUnavailableError, load_model
-    from batchlabel.infer.store import EmbeddingStore
+    from batchlabel.infer.engine import build_engine
+    from batchlabel.infer.models import WeightsUnavailableError
 
     as_json = bool(getattr(args, "json", False))
     root = config.storage.root
@@ -57,15 +55,11 @@ def encode_command(config: Config, args: argparse.Namespace) -> int:
         return 2
     paths = find_images(root, config.storage.include, config.storage.exclude)
     try:
-        model = load_model(config.model)
+        engine = build_engine(config.model, config.cache, decoder="none")
     except WeightsUnavailableError as exc:
         print(f"batchlabel encode: model weights unavailable: {exc}", file=sys.stderr)
         return 2
-    store = EmbeddingStore(config.embeddings_dir, max_bytes=int(config.cache.max_gb * GIB))
-    encoder = BatchEncoder(
-        model, store, max_batch_images=config.model.batch_size, max_wait_ms=config.model.max_wait_ms,
-        backend=config.model.backend, onnx_dir=config.cache.dir / "onnx",
-    )
+    model, store, encoder = engine.model, engine.store, engine.encoder
     journal = _open_journal(config)
     failures: list[dict[str, str]] = []
     progress = None
@@ -104,8 +98,8 @@ def encode_command(config: Config, args: argparse.Namespace) -> int:
         "failed": stats.failed,
         "failures": failures,
         "model_id": model.model_id,
-        "backend": encoder.backend.name,
-        "precision": encoder.backend.precision,
+        "backend": encoder.runtime.name,
+        "precision": encoder.runtime.precision,
         "device": str(model.device),
         "wall_s": round(wall_s, 3),
         "encoded_per_s": round(stats.encoded / wall_s, 3) if wall_s > 0 else None,
@@ -119,7 +113,7 @@ def encode_command(config: Config, args: argparse.Namespace) -> int:
     else:
         print(
             f"encoded {stats.encoded}, already stored {stats.cached}, failed {stats.failed} of {len(paths)} images "
-            f"with {model.model_id} ({encoder.backend.name}, {encoder.backend.precision}) in {wall_s:.1f} s"
+            f"with {model.model_id} ({encoder.runtime.name}, {encoder.runtime.precision}) in {wall_s:.1f} s"
         )
     return 1 if failures else 0
 
@@ -129,7 +123,7 @@ def export_onnx_command(config: Config, args: argparse.Namespace) -> int:
     from batchlabel.infer.models import WeightsUnavailableError, load_model
     from batchlabel.infer.onnx_export import export_onnx
 
-    out = Path(args.out) if getattr(args, "out", None) else config.cache.dir / "onnx"
+    out = Path(args.out) if getattr(args, "out", None) else config.cache.onnx_dir
     try:
         model = load_model(config.model.model_copy(update={"device": "cpu"}))
     except WeightsUnavailableError as exc:

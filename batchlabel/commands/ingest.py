@@ -33,12 +33,12 @@ from batchlabel.config import Config
 if TYPE_CHECKING:
     from label_studio_sdk.client import LabelStudio
 
+    from batchlabel.infer.engine import Engine
     from batchlabel.ingest.journal import Journal
     from batchlabel.ingest.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
-GIB = 1024**3
 EXIT_OK, EXIT_FAILURES, EXIT_CONFIG = 0, 1, 2
 #: ``run`` gives up pushing after Label Studio has been unreachable this long (files stay journaled).
 RUN_UNAVAILABLE_LIMIT_S = 600.0
@@ -79,32 +79,17 @@ def open_label_studio(config: Config, args: argparse.Namespace | None = None) ->
             server.stop()
 
 
-@dataclass
-class _Engine:
-    encoder: Any
-    decoder: Any
-    model_id: str
+def _load_engine(config: Config, model: Any = None) -> Engine:
+    """Model, store, encoder and decoder (none in mode ``none``); ``model`` reuses an already loaded one
+    (``batchlabel up`` shares the backend's model with the watcher)."""
+    from batchlabel.infer.engine import build_engine
+    from batchlabel.infer.models import WeightsUnavailableError
 
-
-def _load_engine(config: Config, model: Any = None) -> _Engine:
-    """Encoder and decoder for the configured model; ``model`` reuses an already loaded one (``batchlabel up`` shares
-    the backend's model with the watcher)."""
-    from batchlabel.infer.decoder import MaskDecoder
-    from batchlabel.infer.encoder import BatchEncoder
-    from batchlabel.infer.models import WeightsUnavailableError, load_model
-    from batchlabel.infer.store import EmbeddingStore
-
-    if model is None:
-        try:
-            model = load_model(config.model)
-        except WeightsUnavailableError as error:
-            raise _ConfigProblemError(f"model: weights unavailable: {error}") from None
-    store = EmbeddingStore(config.embeddings_dir, max_bytes=int(config.cache.max_gb * GIB))
-    encoder = BatchEncoder(model, store, max_batch_images=config.model.batch_size,
-                           max_wait_ms=config.model.max_wait_ms, backend=config.model.backend,
-                           onnx_dir=config.cache.dir / "onnx")
-    decoder = MaskDecoder.from_model(model) if config.preannotate.mode != "none" else None
-    return _Engine(encoder, decoder, model.model_id)
+    try:
+        return build_engine(config.model, config.cache, model=model,
+                            decoder="batch" if config.preannotate.mode != "none" else "none")
+    except WeightsUnavailableError as error:
+        raise _ConfigProblemError(f"model: weights unavailable: {error}") from None
 
 
 @dataclass
@@ -326,7 +311,7 @@ def _store_size(config: Config) -> int:
         return 0
     from batchlabel.infer.store import EmbeddingStore
 
-    return int(EmbeddingStore(config.embeddings_dir, max_bytes=int(config.cache.max_gb * GIB)).size_bytes())
+    return int(EmbeddingStore(config.embeddings_dir, max_bytes=config.cache.max_bytes).size_bytes())
 
 
 def _reachability(config: Config) -> dict[str, Any]:

@@ -19,30 +19,23 @@ from batchlabel.dataset.ls_export import DatasetError
 
 log = logging.getLogger(__name__)
 
-GIB = 1 << 30
-
 
 def sam_box_masker(config: Any, *, model: Any | None = None) -> BoxMasker:
     """A :data:`~.convert.BoxMasker` on the config's model and embedding store (``model``: an already loaded one).
 
     Raises :class:`DatasetError` when the model weights are unavailable.
     """
-    from batchlabel.infer.decoder import MaskDecoder, Prompt
-    from batchlabel.infer.encoder import BatchEncoder
+    from batchlabel.infer.decoder import Prompt
+    from batchlabel.infer.engine import build_engine
     from batchlabel.infer.images import ImageLoadError, load_image
-    from batchlabel.infer.models import WeightsUnavailableError, load_model
-    from batchlabel.infer.store import EmbeddingStore
+    from batchlabel.infer.models import WeightsUnavailableError
 
-    if model is None:
-        try:
-            model = load_model(config.model)
-        except WeightsUnavailableError as error:
-            raise DatasetError(f"--mask-boxes needs the model weights: {error}") from None
-    store = EmbeddingStore(config.embeddings_dir, max_bytes=int(config.cache.max_gb * GIB))
-    encoder = BatchEncoder(model, store, max_batch_images=1, backend=config.model.backend,
-                           onnx_dir=config.cache.dir / "onnx")
-    decoder = MaskDecoder(model.sam, input_size=model.spec.input_size, prompt_kinds=tuple(model.spec.prompt_kinds),
-                          model_id=model.model_id)
+    try:
+        engine = build_engine(config.model, config.cache, model=model, batched=False)
+    except WeightsUnavailableError as error:
+        raise DatasetError(f"--mask-boxes needs the model weights: {error}") from None
+    encoder, decoder = engine.encoder, engine.decoder
+    assert decoder is not None  # built with the batch decoder
     counts = {"images": 0, "boxes": 0}
 
     def masker(path: Path, size_hw: tuple[int, int], boxes: np.ndarray) -> Sequence[np.ndarray]:

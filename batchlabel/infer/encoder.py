@@ -4,14 +4,15 @@ Pipeline of :meth:`BatchEncoder.encode_files`::
 
     paths -> [load_workers threads: read + sha256 -> store hit? -> decode + orient + resize to a uint8 canvas]
           -> bounded queue (queue_depth) -> [caller's thread: dynamic batches of <= max_batch_images, waiting at most
-             max_wait_ms for a batch to fill] -> encoder backend -> store.put -> EncodeResult
+             max_wait_ms for a batch to fill] -> encoder runtime -> store.put -> EncodeResult
 
 - A file whose bytes are already in the store (by sha256 and model id) is not decoded nor encoded (``cached=True``).
 - Every file yields exactly one :class:`EncodeResult`, in completion order; a bad file yields ``error`` (one line)
   and never stops the batch.
-- Backends: torch (CUDA: pinned memory + non-blocking copies, bf16/fp16 autocast per the model's precision, CUDA OOM
-  -> the batch is halved and retried, and later batches stay at the smaller size; CPU: fp32 or bf16 autocast) or ONNX
-  Runtime on the CPU when an exported encoder exists for this model id (see :mod:`batchlabel.infer.onnx_export`).
+- Runtimes (``model.runtime``): torch (CUDA: pinned memory + non-blocking copies, bf16/fp16 autocast per the model's
+  precision, CUDA OOM -> the batch is halved and retried, and later batches stay at the smaller size; CPU: fp32 or
+  bf16 autocast) or ONNX Runtime on the CPU when an exported encoder exists for this model id (see
+  :mod:`batchlabel.infer.onnx_export`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["auto", "torch", "onnx"]
+Runtime = Literal["auto", "torch", "onnx"]
 _DONE = object()
 
 
@@ -99,7 +100,7 @@ class _Prepared:
     store_s: float
 
 
-class EncoderBackend(Protocol):
+class EncoderRuntime(Protocol):
     """Runs the image encoder on a batch of prepared canvases."""
 
     name: str
@@ -110,7 +111,7 @@ class EncoderBackend(Protocol):
         ...
 
 
-class TorchBackend:
+class TorchRuntime:
     """The image encoder of ``model.sam`` in torch; CUDA batches with OOM back-off."""
 
     name = "torch"
@@ -180,26 +181,26 @@ class TorchBackend:
             )
 
 
-def select_backend(model: LoadedModel, backend: Backend, onnx_dir: Path | None) -> EncoderBackend:
+def select_runtime(model: LoadedModel, runtime: Runtime, onnx_dir: Path | None) -> EncoderRuntime:
     """``torch`` always works; ``onnx`` needs an exported encoder in ``onnx_dir``; ``auto`` = ONNX Runtime on the
     CPU when the file exists, torch otherwise (always torch on CUDA)."""
     from batchlabel.infer.onnx_export import OrtEncoder, onnx_paths
 
-    if backend == "torch":
-        return TorchBackend(model)
+    if runtime == "torch":
+        return TorchRuntime(model)
     encoder_path = onnx_paths(model.model_id, onnx_dir).encoder if onnx_dir is not None else None
-    if backend == "onnx":
+    if runtime == "onnx":
         if encoder_path is None or not encoder_path.is_file():
             from batchlabel.config import ConfigError
 
             raise ConfigError(
-                f"model.backend: onnx, but no exported encoder {encoder_path or '<no onnx folder>'} "
+                f"model.runtime: onnx, but no exported encoder {encoder_path or '<no onnx folder>'} "
                 f"for {model.model_id}; run `batchlabel export-onnx CONFIG` first"
             )
         return OrtEncoder(encoder_path, model.spec)
     if model.device.type == "cpu" and model.precision == "fp32" and encoder_path is not None and encoder_path.is_file():
         return OrtEncoder(encoder_path, model.spec)
-    return TorchBackend(model)
+    return TorchRuntime(model)
 
 
 class BatchEncoder:
@@ -212,7 +213,7 @@ class BatchEncoder:
         max_wait_ms: how long a partial batch waits for more images before it is encoded.
         load_workers: loader threads (read, hash, decode, resize).
         queue_depth: prepared images buffered between loaders and the encoder (default ``2 * max_batch_images``).
-        backend: ``auto`` | ``torch`` | ``onnx`` (see :func:`select_backend`).
+        runtime: ``auto`` | ``torch`` | ``onnx`` (``model.runtime``, see :func:`select_runtime`).
         onnx_dir: the folder of exported ONNX files (``batchlabel export-onnx``).
         max_pixels: larger images are refused as decompression bombs.
     """
@@ -226,7 +227,7 @@ class BatchEncoder:
         max_wait_ms: float = 50.0,
         load_workers: int = 2,
         queue_depth: int | None = None,
-        backend: Backend = "auto",
+        runtime: Runtime = "auto",
         onnx_dir: Path | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
@@ -239,9 +240,9 @@ class BatchEncoder:
         self.load_workers = load_workers
         self.queue_depth = queue_depth or 2 * max_batch_images
         self.max_pixels = max_pixels
-        self.backend: EncoderBackend = select_backend(model, backend, onnx_dir)
+        self.runtime: EncoderRuntime = select_runtime(model, runtime, onnx_dir)
         self.stats = EncodeStats()
-        log.info("encoder for %s: backend %s, precision %s", model.model_id, self.backend.name, self.backend.precision)
+        log.info("encoder for %s: runtime %s, precision %s", model.model_id, self.runtime.name, self.runtime.precision)
 
     @property
     def model_id(self) -> str:
@@ -256,7 +257,7 @@ class BatchEncoder:
             if hit is not None:
                 return hit
         canvas, input_size = resize_to_canvas(np.asarray(loaded.rgb), self.model.spec)
-        features = self.backend.encode(canvas[None], [input_size])
+        features = self.runtime.encode(canvas[None], [input_size])
         embedding = self._embedding(features[0:1], loaded.sha256, loaded.original_size, input_size,
                                     loaded.exif_orientation)
         if self.store is not None:
@@ -272,7 +273,7 @@ class BatchEncoder:
             original_size=original_size,
             input_size=input_size,
             model_id=self.model_id,
-            precision=self.backend.precision,
+            precision=self.runtime.precision,
             image_sha256=sha256,
             exif_orientation=exif_orientation,
         )
@@ -400,7 +401,7 @@ class BatchEncoder:
         sizes = [item.input_size for item in batch]
         start = time.perf_counter()
         try:
-            features = self.backend.encode(canvases, sizes)
+            features = self.runtime.encode(canvases, sizes)
         except Exception as exc:  # noqa: BLE001 - e.g. OOM on a single image: report each file, keep going
             log.exception("encoder failed on a batch of %d images", len(batch))
             reason = " ".join(f"encoder failed: {exc.__class__.__name__}: {exc}".split())

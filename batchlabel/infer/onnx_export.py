@@ -115,7 +115,7 @@ def export_onnx(model: LoadedModel, out_dir: str | os.PathLike[str], *, decoder:
 
 
 class OrtEncoder:
-    """The exported image encoder in ONNX Runtime (CPU), as an encoder backend of :class:`BatchEncoder`.
+    """The exported image encoder in ONNX Runtime (CPU), as an encoder runtime of :class:`BatchEncoder`.
 
     Args:
         path: a ``<model_id>.encoder.onnx`` file.

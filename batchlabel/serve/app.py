@@ -59,22 +59,12 @@ def _validation_message(exc: RequestValidationError) -> str:
 def build_backend(config: Config, *, model: Any = None, store: StoreLike | None = None) -> tuple[Backend, Any]:
     """Load (or take) the model and store, and wire the backend. Returns ``(backend, fetcher)``."""
     from batchlabel.annotate.preannotate import model_version_for
-    from batchlabel.infer.encoder import BatchEncoder
-    from batchlabel.infer.engine import select_decoder
+    from batchlabel.infer.engine import build_engine
 
-    if model is None:
-        from batchlabel.infer.models import load_model
-
-        model = load_model(config.model)
-    if store is None:
-        from batchlabel.infer.store import EmbeddingStore
-
-        store = EmbeddingStore(config.embeddings_dir, max_bytes=int(config.cache.max_gb * 2**30))
     # No store on the encoder: the provider looks up and stores itself (one lookup per miss, under its per-image lock).
-    encoder = BatchEncoder(
-        model, None, max_batch_images=1, load_workers=1, backend=config.model.backend,
-        onnx_dir=config.cache.dir / "onnx",
-    )
+    engine = build_engine(config.model, config.cache, model=model, store=store,  # type: ignore[arg-type]
+                          batched=False, encoder_store=False, decoder="interactive")
+    model, encoder = engine.model, engine.encoder
     fetcher = ImageFetcher(
         label_studio_url=config.label_studio.url,
         api_key=config.label_studio.api_key,
@@ -86,10 +76,10 @@ def build_backend(config: Config, *, model: Any = None, store: StoreLike | None 
         with torch_threads(encode_threads):
             return encoder.encode_image(loaded)
 
-    provider = EmbeddingProvider(model_id=model.model_id, store=store, encode=encode, fetch=fetcher.fetch)
+    provider = EmbeddingProvider(model_id=model.model_id, store=engine.store, encode=encode, fetch=fetcher.fetch)
     backend = Backend(
         config,
-        decoder=select_decoder(model, backend=config.model.backend, onnx_dir=config.cache.dir / "onnx"),
+        decoder=engine.decoder,
         provider=provider,
         model_version=model_version_for(config, model.model_id),
     )

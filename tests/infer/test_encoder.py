@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from batchlabel.config import ModelConfig
-from batchlabel.infer.encoder import BatchEncoder, TorchBackend
+from batchlabel.infer.encoder import BatchEncoder, TorchRuntime
 from batchlabel.infer.models import LoadedModel, load_model
 from batchlabel.infer.store import EmbeddingStore
 
@@ -30,9 +30,9 @@ def zoo_run(litemedsam: LoadedModel, tmp_path_factory: pytest.TempPathFactory):
     base = tmp_path_factory.mktemp("encoder")
     zoo = make_image_zoo(base / "images")
     store = EmbeddingStore(base / "store", max_bytes=1 << 30)
-    first = BatchEncoder(litemedsam, store, max_batch_images=3, max_wait_ms=5_000, backend="torch")
+    first = BatchEncoder(litemedsam, store, max_batch_images=3, max_wait_ms=5_000, runtime="torch")
     results = {r.path.name: r for r in first.encode_files(zoo.paths())}
-    second = BatchEncoder(litemedsam, store, max_batch_images=3, backend="torch")
+    second = BatchEncoder(litemedsam, store, max_batch_images=3, runtime="torch")
     again = {r.path.name: r for r in second.encode_files(zoo.paths())}
     return zoo, results, again, first.stats, second.stats
 
@@ -91,7 +91,7 @@ def test_encode_image_goes_through_the_store(zoo_run, litemedsam: LoadedModel, t
     zoo, results, *_ = zoo_run
     loaded = load_image(zoo.root / "gray16.png")
     store = EmbeddingStore(tmp_path, max_bytes=1 << 30)
-    encoder = BatchEncoder(litemedsam, store, backend="torch")
+    encoder = BatchEncoder(litemedsam, store, runtime="torch")
     embedding = encoder.encode_image(loaded)
     np.testing.assert_array_equal(embedding.features, results["gray16.png"].embedding.features)
     assert store.get(loaded.sha256, litemedsam.model_id) is not None
@@ -100,7 +100,7 @@ def test_encode_image_goes_through_the_store(zoo_run, litemedsam: LoadedModel, t
     np.testing.assert_array_equal(encoder.encode_image(loaded).features, stored.features)  # second call: a hit
 
 
-class _OomAboveOne(TorchBackend):
+class _OomAboveOne(TorchRuntime):
     """A fake CUDA OOM (cannot be caused on this CPU machine) for batches of more than one image; real encodes else."""
 
     def __init__(self, model: LoadedModel) -> None:
@@ -133,8 +133,8 @@ def test_onnx_runtime_encoder_matches_torch(zoo_run, litemedsam: LoadedModel, tm
     zoo, results, *_ = zoo_run
     files = export_onnx(litemedsam, tmp_path / "onnx")
     assert files.encoder.name == "litemedsam@79d8c9dc.encoder.onnx" and files.decoder.is_file()
-    encoder = BatchEncoder(litemedsam, None, backend="auto", onnx_dir=tmp_path / "onnx")
-    assert encoder.backend.name == "onnx"
+    encoder = BatchEncoder(litemedsam, None, runtime="auto", onnx_dir=tmp_path / "onnx")
+    assert encoder.runtime.name == "onnx"
     (result,) = list(encoder.encode_files([zoo.root / "cat.jpg"]))
     assert result.ok and result.embedding.precision == "fp32"
     np.testing.assert_allclose(
@@ -142,7 +142,7 @@ def test_onnx_runtime_encoder_matches_torch(zoo_run, litemedsam: LoadedModel, tm
         results["cat.jpg"].embedding.features.astype(np.float32),
         rtol=2e-3, atol=2e-3,
     )
-    assert BatchEncoder(litemedsam, None, backend="torch", onnx_dir=tmp_path / "onnx").backend.name == "torch"
+    assert BatchEncoder(litemedsam, None, runtime="torch", onnx_dir=tmp_path / "onnx").runtime.name == "torch"
 
 
 @pytest.mark.gpu
