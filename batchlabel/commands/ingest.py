@@ -9,9 +9,9 @@
 - ``status CONFIG [--json]``: counts per stage, failures with reasons, embedding-store size, Label Studio
   reachability.
 
-Embedded Label Studio (``label_studio.url: null``): ``batchlabel up`` passes the running server's URL and key on the
-namespace (``args.label_studio_url``, ``args.label_studio_api_key``); when they are absent, ``run``/``watch`` start
-the embedded server themselves (:func:`open_label_studio`) and stop it on exit.
+Embedded Label Studio (``label_studio.url: null``): ``batchlabel up`` calls :func:`watch` with the running server's
+URL and key (and its loaded model); without them, ``run``/``watch`` start the embedded server themselves
+(:func:`open_label_studio`) and stop it on exit.
 """
 
 from __future__ import annotations
@@ -50,17 +50,15 @@ class _ConfigProblemError(Exception):
 
 
 @contextmanager
-def open_label_studio(config: Config, args: argparse.Namespace | None = None) -> Iterator[LabelStudio]:
+def open_label_studio(config: Config, *, url: str | None = None, api_key: str | None = None) -> Iterator[LabelStudio]:
     """A connected SDK client for the configured Label Studio.
 
-    Hook for the embedded server: when ``label_studio.url`` is null, the URL and key come from
-    ``args.label_studio_url`` / ``args.label_studio_api_key`` (set by ``batchlabel up``), else the embedded server is
-    started here (``EmbeddedLabelStudio.from_config``) and stopped when the block exits.
+    Embedded server (``label_studio.url`` null): ``url``/``api_key`` of one already running (``batchlabel up``), else
+    the embedded server is started here (``EmbeddedLabelStudio.from_config``) and stopped when the block exits.
     """
     from batchlabel.sync.client import LabelStudioError, connect
 
-    url = getattr(args, "label_studio_url", None)
-    key = getattr(args, "label_studio_api_key", None)
+    key = api_key
     server = None
     if config.embedded_label_studio and url is None:
         from batchlabel.sync.server import EmbeddedLabelStudio
@@ -182,7 +180,7 @@ def run_command(config: Config, args: argparse.Namespace) -> int:
     started = time.perf_counter()
     stop = threading.Event()
     try:
-        with open_label_studio(config, args) as ls:
+        with open_label_studio(config) as ls:
             progress = None
             if sys.stderr.isatty() and not getattr(args, "no_progress", False) and not as_json:
                 from tqdm import tqdm
@@ -227,19 +225,24 @@ def run_command(config: Config, args: argparse.Namespace) -> int:
 
 def watch_command(config: Config, args: argparse.Namespace) -> int:
     """The ingestion daemon; exits 0 after SIGINT/SIGTERM (2 on a config error)."""
+    return watch(config, summary_every_s=float(getattr(args, "summary_every_s", 60.0) or 60.0))
+
+
+def watch(config: Config, *, summary_every_s: float = 60.0, label_studio_url: str | None = None,
+          label_studio_api_key: str | None = None, model: Any = None) -> int:
+    """The ingestion daemon with its collaborators given: a running embedded Label Studio (``label_studio_url``,
+    ``label_studio_api_key``) and an already loaded ``model`` (both from ``batchlabel up``); None = start/load here."""
     from batchlabel.commands.auto_build import AutoBuilder
     from batchlabel.ingest.discovery import FolderWatcher
 
-    summary_every_s = float(getattr(args, "summary_every_s", 60.0) or 60.0)
     stop = threading.Event()
     previous = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.signal(signum, lambda *_: stop.set())
     started = time.perf_counter()
     try:
-        with open_label_studio(config, args) as ls:
-            session = _start(config, ls, stop=stop, unavailable_limit_s=None,
-                             model=getattr(args, "loaded_model", None))
+        with open_label_studio(config, url=label_studio_url, api_key=label_studio_api_key) as ls:
+            session = _start(config, ls, stop=stop, unavailable_limit_s=None, model=model)
             watcher = FolderWatcher(session.tracker)
             watcher.start()  # before the scan: nothing created during the scan is missed
             scanned = _initial_scan(session, config)

@@ -100,7 +100,7 @@ def _wait_for_signal() -> None:
 
 
 def up_command(config: Config, args: argparse.Namespace) -> int:
-    from batchlabel.commands.ingest import watch_command
+    from batchlabel.commands.ingest import watch
     from batchlabel.infer.models import WeightsUnavailableError, load_model
     from batchlabel.serve.runner import BindError
     from batchlabel.sync.client import LabelStudioError, connect, ensure_project
@@ -133,10 +133,5 @@ def up_command(config: Config, args: argparse.Namespace) -> int:
         if getattr(args, "no_watch", False):
             _wait_for_signal()
             return EXIT_OK
-        watch_args = argparse.Namespace(**vars(args))
-        watch_args.label_studio_url = url
-        watch_args.label_studio_api_key = api_key
-        watch_args.loaded_model = model
-        watch_args.summary_every_s = getattr(args, "summary_every_s", 60.0)
-        result: Any = watch_command(config, watch_args)
-        return int(result)
+        return watch(config, summary_every_s=float(getattr(args, "summary_every_s", 60.0) or 60.0),
+                     label_studio_url=url, label_studio_api_key=api_key, model=model)
