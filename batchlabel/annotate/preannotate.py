@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 #: Every model_version batchlabel writes starts with this, so its own predictions are never read back as prompts.
 MODEL_VERSION_PREFIX = "batchlabel"
-LOCAL_FILES_PREFIX = "/data/local-files/"
 
 
 class PromptSourceError(ValueError):
@@ -248,13 +247,10 @@ def _decode_points(decoder: Any, embedding: ImageEmbedding, points: Sequence[Poi
 
 def rel_path_of(task: Mapping[str, Any]) -> str | None:
     """The document-root-relative path of a task's local-files image URL, or None."""
-    import urllib.parse
+    from batchlabel.sync.client import rel_path_from_url
 
     url = (task.get("data") or {}).get("image")
-    if not isinstance(url, str) or LOCAL_FILES_PREFIX not in url:
-        return None
-    values = urllib.parse.parse_qs(urllib.parse.urlparse(url).query).get("d")
-    return values[0] if values else None
+    return rel_path_from_url(url) if isinstance(url, str) else None
 
 
 def gather_boxes(config: Config, task: Mapping[str, Any], image_size: tuple[int, int]) -> list[BoxPrompt]:

@@ -17,11 +17,12 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
+
+from batchlabel.sync.client import local_files_values
 
 log = logging.getLogger(__name__)
 
-LOCAL_FILES_PATH = "/data/local-files"
 UPLOAD_PREFIX = "/data/upload/"
 #: Percent-encoded dot, slash, backslash or percent left after the one decode Label Studio applies: a double-encoded
 #: traversal attempt (no real file name of a labeling project looks like this).
@@ -113,8 +114,8 @@ def resolve_image_url(
     parts = urlsplit(url)
     if parts.scheme not in ("", "http", "https"):
         raise _refuse(url, f"unsupported scheme {parts.scheme!r}", status_code=400)
-    if parts.path.rstrip("/") == LOCAL_FILES_PATH:
-        values = parse_qs(parts.query, keep_blank_values=True).get("d", [])
+    values = local_files_values(url)
+    if values is not None:
         if len(values) != 1:
             raise _refuse(url, "expected exactly one 'd' query parameter", status_code=400)
         return resolve_local_path(values[0], root, url=url)

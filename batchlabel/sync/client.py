@@ -40,7 +40,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LOCAL_FILES_PREFIX = "/data/local-files/?d="
+#: Label Studio serves files under its document root at ``LOCAL_FILES_PATH/?d=<relative path>``.
+LOCAL_FILES_PATH = "/data/local-files"
+LOCAL_FILES_PREFIX = LOCAL_FILES_PATH + "/?d="
 #: Tasks per import request and predictions per upload request (Label Studio accepts far more; chunks keep each
 #: request well under its 200 MB limit with brush masks and bound the work redone after a failure).
 DEFAULT_CHUNK_SIZE = 500
@@ -369,13 +371,19 @@ def image_url(rel_path: str) -> str:
     return LOCAL_FILES_PREFIX + urllib.parse.quote(rel_path, safe="/")
 
 
-def rel_path_from_url(url: str) -> str | None:
-    """Inverse of :func:`image_url`; None for other URLs."""
-    if not isinstance(url, str) or not url.startswith("/data/local-files/"):
+def local_files_values(url: str) -> list[str] | None:
+    """The ``d`` query values of a Label Studio local-files URL (``/data/local-files/?d=...``, with or without scheme
+    and host; blank values kept), or None when ``url`` is not a local-files URL. The one parser of that format."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.path.rstrip("/") != LOCAL_FILES_PATH:
         return None
-    query = urllib.parse.urlparse(url).query
-    values = urllib.parse.parse_qs(query).get("d")
-    return values[0] if values else None
+    return urllib.parse.parse_qs(parts.query, keep_blank_values=True).get("d", [])
+
+
+def rel_path_from_url(url: str) -> str | None:
+    """Inverse of :func:`image_url`: the document-root-relative path, or None for other URLs (or no ``d``)."""
+    values = local_files_values(url) if isinstance(url, str) else None
+    return values[0] if values and values[0] else None
 
 
 def make_task(rel_path: str, sha256: str, prediction: dict | None = None) -> dict:
