@@ -220,15 +220,13 @@ def file_source(path: Path, label_config: str) -> ExportSource:
 
 
 def image_data_key(label_config: str) -> str:
-    """The task data key of the labeling config's ``<Image value="$key">`` (``"image"`` when there is none)."""
+    """The task data key of the labeling config's image (:func:`batchlabel.sync.label_config.parse_control_names`)."""
     import xml.etree.ElementTree as ET
 
+    from batchlabel.sync.label_config import parse_control_names
+
     try:
-        root = ET.fromstring(label_config)
+        names, _ = parse_control_names(label_config)
     except ET.ParseError as error:
         raise DatasetError(f"the project's labeling config is not valid XML: {error}") from None
-    for element in root.iter("Image"):
-        value = element.get("value", "")
-        if value.startswith("$") and len(value) > 1:
-            return value[1:]
-    return "image"
+    return names.image_key

@@ -60,16 +60,9 @@ def project_schema(label_config: str) -> ProjectSchema:
     """Parse a labeling config once (cached by its text). Raises :class:`PredictError` (422) on invalid XML."""
     try:
         names, labels = parse_control_names(label_config)
-        root = ET.fromstring(label_config)
     except ET.ParseError as exc:
         raise PredictError(422, f"label_config is not valid XML: {exc}") from None
-    image_key = "image"
-    for element in root.iter("Image"):
-        if element.get("name", names.image) == names.image:
-            value = element.get("value", "$image")
-            image_key = value[1:] if value.startswith("$") else value
-            break
-    return ProjectSchema(names=names, labels=tuple(labels), image_key=image_key)
+    return ProjectSchema(names=names, labels=tuple(labels), image_key=names.image_key)
 
 
 def interactive_outputs(configured: tuple[str, ...], names: ControlNames) -> tuple[str, ...]:

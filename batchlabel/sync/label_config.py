@@ -23,9 +23,10 @@ _COLOURS = ("#FF8800", "#1F77B4", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#
 
 @dataclass(frozen=True)
 class ControlNames:
-    """``from_name`` of each tool and the image's ``to_name`` in a labeling config."""
+    """``from_name`` of each tool, the image's ``to_name`` and the task data key of its URL in a labeling config."""
 
     image: str = IMAGE_NAME
+    image_key: str = "image"  #: ``<Image value="$image_key">``: where the task's ``data`` holds the image URL
     keypoint: str | None = KEYPOINT_NAME
     rectangle: str | None = RECTANGLE_NAME
     polygon: str | None = POLYGON_NAME
@@ -74,8 +75,9 @@ def load_label_config(labels: tuple[str, ...], label_config: Path | None) -> str
 def parse_control_names(xml: str) -> tuple[ControlNames, list[str]]:
     """Find the tools batchlabel uses in any labeling config, and the ordered label list.
 
-    Returns the control names (``None`` for a tool the config lacks) and the labels in the order they first appear
-    (that order gives COCO category ids 1..N).
+    Returns the control names (``None`` for a tool the config lacks; the image is the last ``<Image>``, its data key
+    ``image`` unless its ``value`` is a ``$variable``) and the labels in the order they first appear (that order
+    gives COCO category ids 1..N). The one reader of these details of the labeling config.
     """
     import xml.etree.ElementTree as ET
 
@@ -88,10 +90,13 @@ def parse_control_names(xml: str) -> tuple[ControlNames, list[str]]:
         "BrushLabels": "brush",
     }
     image_name = IMAGE_NAME
+    image_key = "image"
     labels: list[str] = []
     for element in root.iter():
         if element.tag == "Image":
             image_name = element.get("name", IMAGE_NAME)
+            key_value = element.get("value") or ""
+            image_key = key_value[1:] if key_value.startswith("$") and len(key_value) > 1 else "image"
         kind = tag_to_kind.get(element.tag)
         if kind is None:
             continue
@@ -101,4 +106,4 @@ def parse_control_names(xml: str) -> tuple[ControlNames, list[str]]:
             value = child.get("value")
             if child.tag == "Label" and value and value not in labels:
                 labels.append(value)
-    return ControlNames(image=image_name, **names), labels
+    return ControlNames(image=image_name, image_key=image_key, **names), labels
