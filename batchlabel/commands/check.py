@@ -47,18 +47,6 @@ def _check_storage(config: Config) -> Iterator[Finding]:
     yield Finding(level, "storage.root", f"{root}: {count} image file(s) match include/exclude")
 
 
-def _auth_headers(client: httpx.Client, url: str, api_key: str) -> dict[str, str] | None:
-    """Headers that authenticate ``api_key``: a legacy token, or a personal access token (exchanged for access)."""
-    legacy = {"Authorization": f"Token {api_key}"}
-    if client.get(f"{url}/api/current-user/whoami", headers=legacy).status_code == 200:
-        return legacy
-    if api_key.count(".") == 2:  # a JWT: personal access token (refresh token)
-        refreshed = client.post(f"{url}/api/token/refresh/", json={"refresh": api_key})
-        if refreshed.status_code == 200 and "access" in refreshed.json():
-            return {"Authorization": f"Bearer {refreshed.json()['access']}"}
-    return None
-
-
 def _check_label_studio(config: Config) -> Iterator[Finding]:
     settings = config.label_studio
     if settings.label_config is not None and not settings.label_config.is_file():
@@ -73,6 +61,14 @@ def _check_label_studio(config: Config) -> Iterator[Finding]:
             yield Finding("FAIL", "label_studio", f"url is null (embedded) but {venv}/bin/label-studio is missing: "
                           "run `make install` or set label_studio.url")
         return
+    from batchlabel.sync.client import (
+        LabelStudioError,
+        LabelStudioUnavailableError,
+        RetryPolicy,
+        connect,
+        find_project,
+    )
+
     url = (settings.url or "").rstrip("/")
     try:
         with httpx.Client(timeout=min(settings.timeout_s, 10.0)) as client:
@@ -84,19 +80,22 @@ def _check_label_studio(config: Config) -> Iterator[Finding]:
             if not settings.api_key:
                 yield Finding("FAIL", "label_studio.api_key", "not set (export LABEL_STUDIO_API_KEY or set the key)")
                 return
-            headers = _auth_headers(client, url, settings.api_key)
-            if headers is None:
-                yield Finding("FAIL", "label_studio.api_key", f"{url} rejected the key (legacy token or PAT expected)")
-                return
-            yield Finding("ok", "label_studio.api_key", "accepted")
-            projects = client.get(f"{url}/api/projects", params={"title": settings.project, "page_size": 100},
-                                  headers=headers)
-            titles = [p.get("title") for p in projects.json().get("results", [])] if projects.status_code == 200 else []
-            if settings.project in titles:
-                yield Finding("ok", "label_studio.project", f"project {settings.project!r} exists")
-            else:
-                yield Finding("ok", "label_studio.project", f"project {settings.project!r} will be created")
-    except httpx.HTTPError as exc:
+        policy = RetryPolicy(max_attempts=2, deadline_s=10.0)
+        try:
+            ls = connect(settings, policy=policy)  # the one authentication path (legacy token or PAT)
+        except LabelStudioError:
+            yield Finding("FAIL", "label_studio.api_key", f"{url} rejected the key (legacy token or PAT expected)")
+            return
+        yield Finding("ok", "label_studio.api_key", "accepted")
+        try:
+            project = find_project(ls, settings.project, policy=policy)
+        except LabelStudioError:
+            project = None
+        if project is not None:
+            yield Finding("ok", "label_studio.project", f"project {settings.project!r} exists")
+        else:
+            yield Finding("ok", "label_studio.project", f"project {settings.project!r} will be created")
+    except (httpx.HTTPError, LabelStudioUnavailableError) as exc:
         yield Finding("FAIL", "label_studio.url", f"cannot reach {url}: {exc.__class__.__name__}: {exc}")
 
 
