@@ -33,7 +33,7 @@ from batchlabel.infer.decoder import DecoderBase, MaskDecoder, Prompt, _model_fr
 from batchlabel.infer.embedding import ImageEmbedding
 from batchlabel.infer.everything import segment_everything
 from batchlabel.infer.models import MODEL_SPECS, LoadedModel, load_model
-from batchlabel.infer.onnx_decoder import CachedOnnxMaskDecoder, OnnxMaskDecoder
+from batchlabel.infer.onnx_decoder import CachedOnnxMaskDecoder
 
 log = logging.getLogger("benchmarks.decode")
 
@@ -83,7 +83,6 @@ def bench_model(model: LoadedModel, onnx_dir: Path, args: argparse.Namespace) ->
     decoders: dict[str, DecoderBase] = {
         "torch": MaskDecoder.from_model(model),
         "torch_nocache": MaskDecoder.from_model(model, cache_images=0),
-        "onnx": OnnxMaskDecoder.from_model(model, cache_dir=onnx_dir, intra_op_threads=args.threads),
         # image side from torch (cached per image), prompt-dependent graph on ONNX Runtime: what serve uses on CPU
         "onnx_cached": CachedOnnxMaskDecoder.from_model(model, cache_dir=onnx_dir, intra_op_threads=args.threads),
     }
@@ -113,7 +112,7 @@ def bench_model(model: LoadedModel, onnx_dir: Path, args: argparse.Namespace) ->
             log.info("%s %s@%s: %s", model.model_id, prompt_name, size_name, json.dumps(entry))
     if "point" in model.spec.prompt_kinds and args.points_per_side > 0:
         embedding = ImageEmbedding(features.numpy().copy(), (480, 640), (768, 1024), model.model_id, "fp32", "c" * 64)
-        for backend in ("torch", "onnx"):
+        for backend in ("torch", "onnx_cached"):
             start = time.perf_counter()
             found = segment_everything(
                 decoders[backend],

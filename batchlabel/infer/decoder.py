@@ -11,8 +11,9 @@ Conventions:
   region where the mask can be positive, and thresholded there: no full-size float masks are materialised
   (:mod:`batchlabel.infer.upsample`).
 
-The backend-independent parts (prompt validation, coordinate transforms, mask selection, upsampling) live in
-:class:`DecoderBase`; :class:`MaskDecoder` (torch) and ``onnx_decoder.OnnxMaskDecoder`` only produce low-res logits.
+The runtime-independent parts (prompt validation, coordinate transforms, mask selection, upsampling) live in
+:class:`DecoderBase`; :class:`MaskDecoder` (torch) and ``onnx_decoder.CachedOnnxMaskDecoder`` only produce low-res
+logits.
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ def segment_everything(
     """Find objects with a ``points_per_side`` x ``points_per_side`` grid of single positive clicks (multimask).
 
     Args:
-        decoder: a :class:`~batchlabel.infer.decoder.MaskDecoder` or ``OnnxMaskDecoder`` that accepts points.
+        decoder: a :class:`~batchlabel.infer.decoder.MaskDecoder` or ``CachedOnnxMaskDecoder`` that accepts points.
         embedding: the image's embedding.
         points_per_side: grid side; ``points_per_side ** 2`` prompts, 3 candidate masks each.
         points_per_batch: prompts decoded together.

@@ -1,12 +1,10 @@
 """The prompt decoder on ONNX Runtime (CPU): same API and same masks as :class:`batchlabel.infer.decoder.MaskDecoder`.
 
-The graph is exported from ``segment_anything.utils.onnx.SamOnnxModel`` (opset 17, TorchScript exporter) with two
-changes made by subclassing: it returns all four mask tokens' low-res logits and scores, and it does not upsample
-them to the original image size (batchlabel does that on the mask's bounding region only, see
-:func:`batchlabel.infer.decoder.upsample_masks`). Batch and point count are dynamic axes, so the point grid of
-segment-everything decodes in batches.
-
-Exported files are cached per model id (``decoder-<model id>-opset17.onnx``), written atomically.
+:class:`CachedOnnxMaskDecoder` computes the image side of SAM's two-way transformer in torch (once per image,
+LRU-cached) and runs only the prompt-dependent graph (:func:`export_prompt_decoder`, opset 17, TorchScript exporter)
+on ONNX Runtime. Batch and point count are dynamic axes, so the point grid of segment-everything decodes in batches.
+That graph is what ``batchlabel export-onnx`` writes and what ``batchlabel serve`` loads: one file per model id,
+``prompt-decoder-<model id>-v<version>-opset17.onnx`` (:func:`prompt_onnx_path_for`), written atomically.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from batchlabel.infer.decoder import LOW_RES_SIZE, PROMPT_KINDS, DecoderBase, LowRes
+from batchlabel.infer.decoder import PROMPT_KINDS, DecoderBase, LowRes
 from batchlabel.infer.embedding import ImageEmbedding
 
 if TYPE_CHECKING:
@@ -32,166 +30,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 OPSET = 17
-INPUT_NAMES = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
 OUTPUT_NAMES = ("iou_predictions", "low_res_masks")
 #: ONNX Runtime threads per decode; the 2-core CPUs this runs on gain nothing from more.
 DEFAULT_INTRA_OP_THREADS = 2
 
-
-def _low_res_onnx_model(sam: Sam) -> torch.nn.Module:
-    """``SamOnnxModel`` returning ``(scores (B, 4), low-res logits (B, 4, 256, 256))`` for all mask tokens."""
-    from segment_anything.utils.onnx import SamOnnxModel
-
-    class LowResSamOnnxModel(SamOnnxModel):
-        def forward(  # type: ignore[override]
-            self,
-            image_embeddings: torch.Tensor,
-            point_coords: torch.Tensor,
-            point_labels: torch.Tensor,
-            mask_input: torch.Tensor,
-            has_mask_input: torch.Tensor,
-        ) -> tuple[torch.Tensor, torch.Tensor]:
-            sparse_embedding = self._embed_points(point_coords, point_labels)
-            dense_embedding = self._embed_masks(mask_input, has_mask_input)
-            masks, scores = self.model.mask_decoder.predict_masks(
-                image_embeddings=image_embeddings,
-                image_pe=self.model.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse_embedding,
-                dense_prompt_embeddings=dense_embedding,
-            )
-            return scores, masks
-
-    return LowResSamOnnxModel(sam, return_single_mask=False).eval()
-
-
-def onnx_path_for(model_id: str, cache_dir: Path) -> Path:
-    """Where the decoder of ``model_id`` is cached: ``<cache_dir>/decoder-<model id>-opset17.onnx``."""
-    safe = re.sub(r"[^A-Za-z0-9_.@-]+", "_", model_id)
-    return Path(cache_dir) / f"decoder-{safe}-opset{OPSET}.onnx"
-
-
-def export_decoder(sam: Sam, path: Path) -> Path:
-    """Export ``sam``'s prompt encoder + mask decoder to ``path`` (atomic: temp file + rename). About 16 MB.
-
-    Inputs: ``image_embeddings`` (1, 256, 64, 64) f32; ``point_coords`` (B, N, 2) f32 in the model frame;
-    ``point_labels`` (B, N) f32 (1/0 points, 2/3 box corners, -1 padding); ``mask_input`` (B, 1, 256, 256) f32;
-    ``has_mask_input`` (1,) f32. Outputs: ``iou_predictions`` (B, 4), ``low_res_masks`` (B, 4, 256, 256).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model = _low_res_onnx_model(sam.cpu() if next(sam.parameters()).device.type != "cpu" else sam)
-    embed_dim = sam.prompt_encoder.embed_dim
-    grid = sam.prompt_encoder.image_embedding_size
-    args = (
-        torch.randn(1, embed_dim, *grid),
-        torch.randint(0, 1024, (1, 3, 2), dtype=torch.float),
-        torch.tensor([[1.0, 0.0, -1.0]]),
-        torch.zeros(1, 1, LOW_RES_SIZE, LOW_RES_SIZE),
-        torch.tensor([0.0]),
-    )
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with torch.inference_mode(False), torch.no_grad():
-            torch.onnx.export(
-                model,
-                args,
-                str(tmp),
-                export_params=True,
-                opset_version=OPSET,
-                do_constant_folding=True,
-                input_names=list(INPUT_NAMES),
-                output_names=list(OUTPUT_NAMES),
-                dynamic_axes={
-                    "point_coords": {0: "batch", 1: "num_points"},
-                    "point_labels": {0: "batch", 1: "num_points"},
-                    "mask_input": {0: "batch"},
-                },
-                dynamo=False,
-            )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    logger.info("exported the mask decoder to %s (%.1f MB)", path, path.stat().st_size / 1e6)
-    return path
-
-
-class OnnxMaskDecoder(DecoderBase):
-    """:class:`batchlabel.infer.decoder.MaskDecoder`'s API on an ONNX Runtime session (CPUExecutionProvider).
-
-    Args:
-        path: an ONNX file written by :func:`export_decoder`.
-        input_size: the model's square input side (1024 for SAM / MobileSAM, 256 for LiteMedSAM).
-        prompt_kinds: prompt kinds the weights support.
-        model_id: if given, embeddings from another model are refused.
-        intra_op_threads: ONNX Runtime intra-op threads.
-
-    Thread-safe: ``InferenceSession.run`` may be called from several threads.
-    """
-
-    def __init__(
-        self,
-        path: Path,
-        *,
-        input_size: int,
-        prompt_kinds: Sequence[str] = PROMPT_KINDS,
-        model_id: str | None = None,
-        intra_op_threads: int = DEFAULT_INTRA_OP_THREADS,
-    ) -> None:
-        super().__init__(input_size=input_size, prompt_kinds=prompt_kinds, model_id=model_id)
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.path = Path(path)
-        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        self._no_mask = np.zeros((1, 1, LOW_RES_SIZE, LOW_RES_SIZE), dtype=np.float32)
-
-    @classmethod
-    def from_model(
-        cls, model: Any, *, cache_dir: Path, intra_op_threads: int = DEFAULT_INTRA_OP_THREADS
-    ) -> OnnxMaskDecoder:
-        """Export (once per model id, cached in ``cache_dir``) and load the decoder of a ``LoadedModel``."""
-        path = onnx_path_for(model.model_id, cache_dir)
-        if not path.is_file() or model.model_id.endswith("@random"):
-            export_decoder(model.sam, path)
-        return cls(
-            path,
-            input_size=model.spec.input_size,
-            prompt_kinds=model.spec.prompt_kinds,
-            model_id=model.model_id,
-            intra_op_threads=intra_op_threads,
-        )
-
-    def _low_res(
-        self, embedding: ImageEmbedding, coords: np.ndarray | None, labels: np.ndarray | None, masks: np.ndarray | None
-    ) -> LowRes:
-        if coords is None or labels is None:
-            # SamOnnxModel always embeds at least one point; SAM embeds none for a mask-only prompt.
-            raise ValueError("the ONNX decoder needs points or a box with mask_logits (mask-only prompts: use torch)")
-        batch = coords.shape[0]
-        if masks is None:
-            mask_input = np.broadcast_to(self._no_mask, (batch, 1, LOW_RES_SIZE, LOW_RES_SIZE))
-            has_mask = np.zeros(1, dtype=np.float32)
-        else:
-            mask_input, has_mask = masks, np.ones(1, dtype=np.float32)
-        scores, logits = self.session.run(
-            list(OUTPUT_NAMES),
-            {
-                "image_embeddings": np.ascontiguousarray(embedding.features, dtype=np.float32),
-                "point_coords": np.ascontiguousarray(coords, dtype=np.float32),
-                "point_labels": np.ascontiguousarray(labels, dtype=np.float32),
-                "mask_input": np.ascontiguousarray(mask_input, dtype=np.float32),
-                "has_mask_input": has_mask,
-            },
-        )
-        return LowRes(torch.from_numpy(logits), torch.from_numpy(scores))
-
-
-# -- prompt-side graph: the image side is computed once per image by torch and cached ---------------------------
 
 PROMPT_INPUT_NAMES = ("keys", "pe", "t2i_k", "t2i_v", "i2t_q", "point_coords", "point_labels")
 #: 2: attention folded through the tokens, logits in token layout (``decoder.upscale_tokens``).

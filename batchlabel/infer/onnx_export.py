@@ -4,11 +4,9 @@ Files (named by model id, so weights and files never mix)::
 
     <out_dir>/<model_id>.encoder.onnx   input  "image"  (1, 3, S, S) float32, normalised and padded (preprocess.py)
                                         output "image_embeddings" (1, 256, 64, 64) float32
-    <out_dir>/<model_id>.decoder.onnx   segment_anything.utils.onnx.SamOnnxModel (return_single_mask=True), inputs
-                                        image_embeddings, point_coords (1, N, 2) XY in the *input* frame (pixels of
-                                        the resized image), point_labels (1, N), mask_input (1, 1, 256, 256),
-                                        has_mask_input (1,), orig_im_size (2,) (h, w); outputs masks, iou_predictions,
-                                        low_res_masks
+    <out_dir>/prompt-decoder-<model_id>-v<N>-opset17.onnx
+                                        the prompt-dependent decoder graph ``batchlabel serve`` loads
+                                        (:func:`batchlabel.infer.onnx_decoder.export_prompt_decoder`)
 
 The encoder is exported at a fixed batch size of 1 (TinyViT reshapes with a traced batch size); the ONNX Runtime
 encoder runs a batch image by image. Export uses TorchScript tracing (``dynamo=False``), opset 17.
@@ -46,7 +44,9 @@ class OnnxFiles:
 def onnx_paths(model_id: str, out_dir: str | os.PathLike[str]) -> OnnxFiles:
     """The file names :func:`export_onnx` writes for ``model_id`` in ``out_dir``."""
     out = Path(out_dir)
-    return OnnxFiles(encoder=out / f"{model_id}.encoder.onnx", decoder=out / f"{model_id}.decoder.onnx")
+    from batchlabel.infer.onnx_decoder import prompt_onnx_path_for
+
+    return OnnxFiles(encoder=out / f"{model_id}.encoder.onnx", decoder=prompt_onnx_path_for(model_id, out))
 
 
 def _replace_atomically(tmp: Path, target: Path) -> None:
@@ -54,12 +54,11 @@ def _replace_atomically(tmp: Path, target: Path) -> None:
 
 
 def export_onnx(model: LoadedModel, out_dir: str | os.PathLike[str], *, decoder: bool = True) -> OnnxFiles:
-    """Export ``model``'s image encoder (and the SamOnnxModel decoder) to ``out_dir``; returns the paths.
+    """Export ``model``'s image encoder (and the prompt-side decoder serve loads) to ``out_dir``; returns the paths.
 
     Files are written to a temp name and renamed, so a reader never sees half a file.
     """
     import torch
-    from segment_anything.utils.onnx import SamOnnxModel
 
     paths = onnx_paths(model.model_id, out_dir)
     paths.encoder.parent.mkdir(parents=True, exist_ok=True)
@@ -87,29 +86,9 @@ def export_onnx(model: LoadedModel, out_dir: str | os.PathLike[str], *, decoder:
     log.info("exported %s", paths.encoder)
 
     if decoder:
-        onnx_model = SamOnnxModel(sam, return_single_mask=True).eval()
-        embed = model.spec.embedding_size
-        inputs = {
-            "image_embeddings": torch.randn(1, 256, embed, embed, dtype=torch.float32),
-            "point_coords": torch.randint(low=0, high=size, size=(1, 5, 2), dtype=torch.float),
-            "point_labels": torch.randint(low=0, high=4, size=(1, 5), dtype=torch.float),
-            "mask_input": torch.randn(1, 1, 4 * embed, 4 * embed, dtype=torch.float),
-            "has_mask_input": torch.tensor([1], dtype=torch.float),
-            "orig_im_size": torch.tensor([size, size], dtype=torch.float),
-        }
-        tmp = paths.decoder.with_name(f".{paths.decoder.name}.tmp")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            warnings.simplefilter("ignore", UserWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(
-                onnx_model, tuple(inputs.values()), str(tmp), input_names=list(inputs),
-                output_names=["masks", "iou_predictions", "low_res_masks"],
-                dynamic_axes={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
-                opset_version=OPSET, dynamo=False, do_constant_folding=True,
-            )
-        _replace_atomically(tmp, paths.decoder)
-        log.info("exported %s", paths.decoder)
+        from batchlabel.infer.onnx_decoder import export_prompt_decoder
+
+        export_prompt_decoder(sam, paths.decoder)
     sam.to(model.device)
     return paths
 

@@ -27,8 +27,6 @@ from batchlabel.infer.decoder import (
 from batchlabel.infer.embedding import ImageEmbedding
 from batchlabel.infer.onnx_decoder import (
     CachedOnnxMaskDecoder,
-    OnnxMaskDecoder,
-    export_decoder,
     export_prompt_decoder,
 )
 
@@ -210,55 +208,6 @@ def test_wrong_model_or_input_size_is_refused(decoder: MaskDecoder) -> None:
     wrong_size = ImageEmbedding(embedding.features, (480, 640), (192, 256), "sam_vit_b@random", "fp32", "a" * 64)
     with pytest.raises(ValueError, match="input_size"):
         decoder.decode(wrong_size, POSITIVE)
-
-
-@pytest.fixture(scope="module")
-def onnx_decoder(sam: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> OnnxMaskDecoder:
-    path = export_decoder(sam, tmp_path_factory.mktemp("onnx") / "decoder.onnx")
-    return OnnxMaskDecoder(path, input_size=1024, model_id="sam_vit_b@random", intra_op_threads=2)
-
-
-@pytest.mark.parametrize(
-    ("prompt", "multimask"),
-    [
-        (POSITIVE, True),
-        (POSITIVE, False),
-        (Prompt(points=np.array([[320.0, 240.0], [100.0, 50.0]]), point_labels=np.array([1, 0])), False),
-        (Prompt(box=np.array([40.0, 30.0, 500.0, 400.0])), False),
-        (Prompt(points=np.array([[320.0, 240.0]]), point_labels=np.array([0]), box=np.array([40, 30, 500, 400])), True),
-    ],
-)
-def test_onnx_decoder_matches_torch(
-    decoder: MaskDecoder, onnx_decoder: OnnxMaskDecoder, prompt: Prompt, multimask: bool
-) -> None:
-    embedding = make_embedding(20)
-    ours = decoder.decode(embedding, prompt, multimask=multimask)
-    theirs = onnx_decoder.decode(embedding, prompt, multimask=multimask)
-    np.testing.assert_allclose(theirs.scores, ours.scores, atol=1e-4)
-    np.testing.assert_allclose(theirs.low_res_logits, ours.low_res_logits, atol=1e-3)
-    assert theirs.masks.shape == ours.masks.shape
-    for k in range(len(ours.masks)):
-        assert ours.masks[k].any()
-        assert iou(theirs.masks[k], ours.masks[k]) >= 0.99
-
-
-def test_onnx_decoder_batches_and_refines(decoder: MaskDecoder, onnx_decoder: OnnxMaskDecoder) -> None:
-    embedding = make_embedding(21)
-    prompts = [Prompt(points=np.array([[60.0 * i, 45.0 * i]]), point_labels=np.array([1])) for i in range(1, 6)]
-    batched = onnx_decoder.decode_low_res(embedding, prompts, multimask=True, max_batch=4)
-    for prompt, low in zip(prompts, batched, strict=True):
-        np.testing.assert_allclose(
-            low.logits, decoder.decode_batch(embedding, [prompt], multimask=True).logits, atol=1e-3
-        )
-    first = decoder.decode(embedding, prompts[0])
-    refine = Prompt(points=prompts[0].points, point_labels=prompts[0].point_labels, mask_logits=first.low_res_logits)
-    np.testing.assert_allclose(
-        onnx_decoder.decode(embedding, refine).low_res_logits,
-        decoder.decode(embedding, refine).low_res_logits,
-        atol=1e-3,
-    )
-    with pytest.raises(ValueError, match="mask-only"):
-        onnx_decoder.decode(embedding, Prompt(mask_logits=first.low_res_logits))
 
 
 def test_upscale_logits_matches_sam_output_upscaling(sam: torch.nn.Module) -> None:

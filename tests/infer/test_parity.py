@@ -278,25 +278,6 @@ def test_twelve_megapixel_original_size_matches_sampredictor(random_sam: LoadedM
     assert iou(ours.masks[0], theirs[0]) >= 0.999
 
 
-def test_litemedsam_onnx_decoder_matches_torch(
-    litemedsam: LoadedModel, lite_images: dict[str, Encoded], tmp_path: Path
-) -> None:
-    from batchlabel.infer.onnx_decoder import OnnxMaskDecoder, onnx_path_for
-
-    onnx_decoder = OnnxMaskDecoder.from_model(litemedsam, cache_dir=tmp_path)
-    assert onnx_decoder.path == onnx_path_for(litemedsam.model_id, tmp_path) and onnx_decoder.path.is_file()
-    torch_decoder = MaskDecoder.from_model(litemedsam)
-    encoded = lite_images["arc2017"]
-    assert encoded.gt_boxes is not None
-    embedding = encoded.embedding(litemedsam, "arc2017")
-    prompts = [Prompt(box=box) for box in encoded.gt_boxes]
-    for theirs, ours in zip(
-        onnx_decoder.decode_many(embedding, prompts), torch_decoder.decode_many(embedding, prompts), strict=True
-    ):
-        np.testing.assert_allclose(theirs.scores, ours.scores, atol=1e-4)
-        assert iou(theirs.masks[0], ours.masks[0]) >= MIN_IOU
-
-
 def test_litemedsam_cached_onnx_decoder_matches_torch_and_sampredictor(
     litemedsam: LoadedModel, lite_images: dict[str, Encoded], tmp_path: Path
 ) -> None:
