@@ -29,11 +29,12 @@ import numpy as np
 import torch
 
 from batchlabel.config import ModelConfig
-from batchlabel.infer.decoder import DecoderBase, MaskDecoder, Prompt, _model_frame
+from batchlabel.infer.decoder import DecoderBase, MaskDecoder, Prompt
 from batchlabel.infer.embedding import ImageEmbedding
 from batchlabel.infer.everything import segment_everything
 from batchlabel.infer.models import MODEL_SPECS, LoadedModel, load_model
 from batchlabel.infer.onnx_decoder import CachedOnnxMaskDecoder
+from batchlabel.infer.preprocess import input_size_for
 
 log = logging.getLogger("benchmarks.decode")
 
@@ -88,7 +89,7 @@ def bench_model(model: LoadedModel, onnx_dir: Path, args: argparse.Namespace) ->
     }
     out: dict[str, Any] = {}
     for size_name, size in SIZES.items():
-        input_size = _model_frame(size, model.spec.input_size)
+        input_size = input_size_for(size, model.spec.input_size)
         embedding = ImageEmbedding(
             features.numpy().copy().astype(np.float16), size, input_size, model.model_id, "fp32", "b" * 64
         )

@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from batchlabel.config import Config
 
@@ -33,20 +32,11 @@ def find_images(root: Path, include: Iterable[str], exclude: Iterable[str] = ())
     return sorted(scan(root, PathFilter(tuple(include), tuple(exclude))))
 
 
-def _open_journal(config: Config) -> Any:
-    """The ingest journal when that module is available, else None (failures are then only printed)."""
-    try:
-        from batchlabel.ingest.journal import Journal
-    except ImportError:
-        log.debug("batchlabel.ingest.journal is not available; failures are not recorded")
-        return None
-    return Journal(config.journal_path)
-
-
 def encode_command(config: Config, args: argparse.Namespace) -> int:
     """Encode every image under the document root into the embedding store. See the module docstring."""
     from batchlabel.infer.engine import build_engine
     from batchlabel.infer.models import WeightsUnavailableError
+    from batchlabel.ingest.journal import Journal
 
     as_json = bool(getattr(args, "json", False))
     root = config.storage.root
@@ -60,7 +50,7 @@ def encode_command(config: Config, args: argparse.Namespace) -> int:
         print(f"batchlabel encode: model weights unavailable: {exc}", file=sys.stderr)
         return 2
     model, store, encoder = engine.model, engine.store, engine.encoder
-    journal = _open_journal(config)
+    journal = Journal(config.journal_path)
     failures: list[dict[str, str]] = []
     progress = None
     if sys.stderr.isatty() and not getattr(args, "no_progress", False):
@@ -78,17 +68,15 @@ def encode_command(config: Config, args: argparse.Namespace) -> int:
                     progress.write(line, file=sys.stderr)
                 else:
                     print(line, file=sys.stderr)
-                if journal is not None:
-                    journal.mark_failed(rel, ENCODE_STAGE, result.error, result.sha256)
-            elif journal is not None and result.sha256 is not None:
+                journal.mark_failed(rel, ENCODE_STAGE, result.error, result.sha256)
+            elif result.sha256 is not None:
                 journal.mark_encoded(rel, result.sha256, model.model_id)
             if progress is not None:
                 progress.update(1)
     finally:
         if progress is not None:
             progress.close()
-        if journal is not None:
-            journal.close()
+        journal.close()
     wall_s = time.perf_counter() - start
     stats = encoder.stats
     summary = {

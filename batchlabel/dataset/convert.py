@@ -74,16 +74,6 @@ class CocoObject:
     kind: str
     result_id: str | None = None
 
-    def to_coco(self, annotation_id: int, image_id: int) -> dict[str, Any]:
-        return {
-            "id": annotation_id,
-            "image_id": image_id,
-            "category_id": self.category_id,
-            "segmentation": self.segmentation,
-            "area": self.area,
-            "bbox": self.bbox,
-            "iscrowd": 0,
-        }
 
 
 @dataclass(frozen=True)

@@ -178,12 +178,6 @@ class LowRes:
     layout: Literal["image", "tokens"] = "image"
 
 
-def _model_frame(size: tuple[int, int], target: int) -> tuple[int, int]:
-    """SAM's ``ResizeLongestSide.get_preprocess_shape``: ``(h, w)`` with the longest side resized to ``target``."""
-    scale = target / max(size)
-    return int(size[0] * scale + 0.5), int(size[1] * scale + 0.5)
-
-
 def features_fingerprint(embedding: ImageEmbedding) -> str:
     """A cheap content key for the embedding (image sha256 + model + a sparse sample of the features)."""
     sample = np.ascontiguousarray(embedding.features[0, :, ::16, ::16])
@@ -678,8 +672,3 @@ def interleave_logits(logits: Tensor) -> Tensor:
     grid = int(math.isqrt(pixels // 16))
     logits = logits.reshape(batch, grid, grid, 2, 2, 2, 2, k)  # y x dy1 dx1 dy2 dx2 k
     return logits.permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(batch, k, 4 * grid, 4 * grid)
-
-
-def upscale_logits(decoder: Any, keys: Tensor, hyper_in: Tensor) -> Tensor:
-    """:func:`upscale_tokens` in image layout: ``(B, K, 4g, 4g)``, equal to SAM's upscaled mask logits."""
-    return interleave_logits(upscale_tokens(decoder, keys, hyper_in))

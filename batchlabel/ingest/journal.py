@@ -180,15 +180,6 @@ class Journal:
         with self._lock:
             return self._db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is None
 
-    def get_meta(self, key: str) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self._transaction() as db:
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
-
     # -- transitions -----------------------------------------------------------------------------------------
     def mark_discovered(
         self, rel_path: str, sha256: str, *, size: int | None = None, mtime_ns: int | None = None
@@ -326,10 +317,6 @@ class Journal:
         """Drop a file that disappeared before it was pushed."""
         with self._transaction() as db:
             db.execute("DELETE FROM files WHERE rel_path = ? AND stage != 'pushed'", (rel_path,))
-
-    def reset_stage(self, rel_path: str, stage: str) -> None:
-        """Move a file back to ``stage`` (e.g. ``discovered`` when its embedding vanished from the store)."""
-        self._set(rel_path, stage=stage)
 
     def _set(self, rel_path: str, **values: object) -> None:
         now = self._clock()

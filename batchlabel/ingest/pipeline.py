@@ -252,7 +252,7 @@ class Pipeline:
         done = False
         while not done:
             batch, done = self._next_batch(self._encode_q, self.batch_size, self.encode_wait_s)
-            if batch and not (self.stop.is_set() and self._drop_on_stop()):
+            if batch and not self.stop.is_set():  # on stop, queued files stay journaled for the next start
                 try:
                     self._encode_batch(batch)
                 except Exception as error:  # keep the daemon alive: journal the batch as failed, go on
@@ -263,10 +263,6 @@ class Pipeline:
                 with self._lock:
                     self._in_flight.difference_update(item.rel_path for item in batch)
         self._put(self._push_q, _DONE)
-
-    def _drop_on_stop(self) -> bool:
-        """On stop, queued files are left journaled (``discovered``) for the next start."""
-        return True
 
     def _encode_batch(self, batch: list[WorkItem]) -> None:
         by_path = {str(item.path): item for item in batch}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchlabel.annotate.preannotate import MODEL_VERSION_PREFIX
@@ -210,7 +209,3 @@ class LabelStudioSink:
         if self.config.preannotate.mode == "none" or predictions_of(task, self.model_version):
             return task
         return None
-
-
-def local_path(root: Path, rel_path: str) -> Path:
-    return Path(root) / Path(*rel_path.split("/"))

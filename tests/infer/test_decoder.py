@@ -20,8 +20,8 @@ from batchlabel.infer.decoder import (
     _image_to_token,
     _token_to_image,
     decode_threads,
+    interleave_logits,
     select_masks,
-    upscale_logits,
     upscale_tokens,
 )
 from batchlabel.infer.embedding import ImageEmbedding
@@ -41,6 +41,11 @@ def sam() -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def decoder(sam: torch.nn.Module) -> MaskDecoder:
     return MaskDecoder(sam, input_size=1024, model_id="sam_vit_b@random")
+
+
+def upscale_logits(decoder: torch.nn.Module, keys: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
+    """:func:`upscale_tokens` in image layout ``(B, K, 4g, 4g)`` (what SAM's decoder computes), for comparisons."""
+    return interleave_logits(upscale_tokens(decoder, keys, hyper_in))
 
 
 def make_embedding(seed: int, original_size: tuple[int, int] = (480, 640), sha: str | None = None) -> ImageEmbedding:
