@@ -102,16 +102,18 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
 
 
 def load_image_bytes(
-    data: bytes, *, name: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes, *, name: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS, sha256: str | None = None
 ) -> LoadedImage:
     """Decode an image held in memory (``name`` is used in errors and as :attr:`LoadedImage.path`).
+
+    ``sha256``: the hex sha256 of ``data`` when the caller already computed it (not hashed again).
 
     Raises:
         ImageLoadError: as :func:`load_image`.
     """
     if not data:
         raise ImageLoadError(name, "empty file (0 bytes)")
-    sha256 = hashlib.sha256(data).hexdigest()
+    sha256 = sha256 or hashlib.sha256(data).hexdigest()
     rgb, orientation = decode_rgb(data, name=name, max_pixels=max_pixels)
     return LoadedImage(rgb=rgb, exif_orientation=orientation, sha256=sha256, path=Path(name))
 

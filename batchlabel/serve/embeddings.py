@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Generic, Literal, Protocol, TypeVar
 
 from batchlabel.infer.embedding import ImageEmbedding
-from batchlabel.infer.images import ImageLoadError, LoadedImage, file_sha256, load_image, load_image_bytes
+from batchlabel.infer.images import ImageLoadError, LoadedImage, load_image, load_image_bytes
 from batchlabel.serve.sources import ImageSource, ImageSourceError, LocalImage, RemoteImage
 
 log = logging.getLogger(__name__)
@@ -154,13 +154,15 @@ class EmbeddingProvider:
                 raise ImageSourceError(404, f"image {source.relative!r} cannot be read: {exc.strerror}") from None
             key = ("file", str(source.path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
             sha256 = self._hashes.get(key)
-            if sha256 is None:
-                try:
-                    sha256 = file_sha256(source.path)
-                except OSError as exc:
-                    raise ImageSourceError(404, f"image {source.relative!r} cannot be read: {exc.strerror}") from None
-                self._hashes.put(key, sha256)
-            return sha256, None
+            if sha256 is not None:
+                return sha256, None
+            try:  # read once: on a store miss these bytes are decoded without reading or hashing the file again
+                data = source.path.read_bytes()
+            except OSError as exc:
+                raise ImageSourceError(404, f"image {source.relative!r} cannot be read: {exc.strerror}") from None
+            sha256 = hashlib.sha256(data).hexdigest()
+            self._hashes.put(key, sha256)
+            return sha256, data
         if source.label_studio:  # uploads never change under the same URL
             sha256 = self._hashes.get(("url", source.url))
             if sha256 is not None:
@@ -171,13 +173,16 @@ class EmbeddingProvider:
             self._hashes.put(("url", source.url), sha256)
         return sha256, data
 
-    def _load(self, source: ImageSource, data: bytes | None) -> LoadedImage:
+    def _load(self, source: ImageSource, data: bytes | None, sha256: str) -> LoadedImage:
+        """Decode the image; ``data`` (read by :meth:`_identify`, whose hash is ``sha256``) when there is some."""
         try:
             if isinstance(source, LocalImage):
-                return load_image(source.path)
+                if data is None:
+                    return load_image(source.path)
+                return load_image_bytes(data, name=source.path, sha256=sha256)
             if data is None:
-                data = self._fetch(source)
-            return load_image_bytes(data, name=source.url.split("?", 1)[0])
+                return load_image_bytes(self._fetch(source), name=source.url.split("?", 1)[0])
+            return load_image_bytes(data, name=source.url.split("?", 1)[0], sha256=sha256)
         except ImageLoadError as exc:
             raise ImageSourceError(422, f"cannot decode the task's image: {exc}") from None
         except OSError as exc:
@@ -198,7 +203,7 @@ class EmbeddingProvider:
         return EmbeddingLookup(embedding, origin, (time.perf_counter() - start) * 1000.0)
 
     def _encode_miss(self, source: ImageSource, sha256: str, data: bytes | None) -> ImageEmbedding:
-        loaded = self._load(source, data)
+        loaded = self._load(source, data, sha256)
         if loaded.sha256 != sha256:  # the file changed between hashing and reading: key by what was encoded
             log.info("image changed while loading path=%s", getattr(source, "relative", None))
         start = time.perf_counter()
