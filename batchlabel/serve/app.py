@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from batchlabel import __version__
 from batchlabel.config import Config
 from batchlabel.serve.backend import Backend, PredictError
-from batchlabel.serve.embeddings import EmbeddingProvider, StoreLike
+from batchlabel.serve.embedding_lookup import EmbeddingProvider, StoreLike
 from batchlabel.serve.fetch import ImageFetcher
 from batchlabel.serve.middleware import AccessLogMiddleware, BasicAuthMiddleware, BodyLimitMiddleware
 from batchlabel.serve.protocol import (

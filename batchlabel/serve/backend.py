@@ -1,8 +1,8 @@
 """The prediction service behind ``/predict``: interactive smart-tool answers and batch pre-annotations.
 
 Interactive: the smart tool's manual regions -> one prompt (:mod:`batchlabel.annotate.context`) -> the task image's
-embedding (:mod:`batchlabel.serve.embeddings`, encode once on a miss) -> the decoder -> Label Studio result items in
-the project's own tool names (brush always; polygon / rectangle when ``preannotate.outputs`` asks for them), score =
+embedding (:mod:`batchlabel.serve.embedding_lookup`, encode once on a miss) -> the decoder -> Label Studio result
+items in the project's own tool names (brush always; polygon / rectangle when ``preannotate.outputs`` asks for them), score =
 predicted IoU. With ``serve.multimask`` the three candidates come back as three regions, best first.
 
 Batch: each task -> its embedding -> :func:`batchlabel.annotate.preannotate.preannotate`, the same code as
@@ -27,7 +27,7 @@ from batchlabel.annotate.context import ContextError, InteractivePrompt, parse_c
 from batchlabel.config import Config
 from batchlabel.infer.decoder import Prompt, decode_threads
 from batchlabel.infer.embedding import ImageEmbedding
-from batchlabel.serve.embeddings import EmbeddingProvider
+from batchlabel.serve.embedding_lookup import EmbeddingProvider
 from batchlabel.serve.protocol import Prediction, PredictRequest, PredictResponse, Task
 from batchlabel.serve.sources import ImageSourceError, resolve_image_url
 from batchlabel.serve.threads import CoreBudget, cpu_cores, torch_threads

@@ -8,7 +8,7 @@ Three kinds of URL are accepted:
 - ``/data/upload/...``: a file uploaded to Label Studio, fetched from ``config.label_studio.url`` with the API key.
 - ``http(s)://...`` elsewhere: refused unless ``serve.allow_remote_urls``.
 
-Nothing here decodes images; :mod:`batchlabel.serve.embeddings` does, once per image content.
+Nothing here decodes images; :mod:`batchlabel.serve.embedding_lookup` does, once per image content.
 """
 
 from __future__ import annotations
