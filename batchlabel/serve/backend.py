@@ -2,8 +2,8 @@
 
 Interactive: the smart tool's manual regions -> one prompt (:mod:`batchlabel.annotate.context`) -> the task image's
 embedding (:mod:`batchlabel.serve.embedding_lookup`, encode once on a miss) -> the decoder -> Label Studio result
-items in the project's own tool names (brush always; polygon / rectangle when ``preannotate.outputs`` asks for them), score =
-predicted IoU. With ``serve.multimask`` the three candidates come back as three regions, best first.
+items in the project's own tool names (brush always; polygon / rectangle when ``preannotate.outputs`` asks for
+them), score = predicted IoU. With ``serve.multimask`` the three candidates come back as three regions, best first.
 
 Batch: each task -> its embedding -> :func:`batchlabel.annotate.preannotate.preannotate`, the same code as
 ``batchlabel run``. A task whose image cannot be used, or with nothing found, gets an empty list (no prediction), so
