@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from batchlabel.infer.confine import PathConfinementError, confine_path
 from batchlabel.ingest.discovery import StableFile
 from batchlabel.ingest.sink import LabelStudioSink, PushItem, predictions_of, stale_predictions_of
 from batchlabel.sync.client import LabelStudioError, LabelStudioUnavailableError
@@ -151,6 +152,14 @@ class Pipeline:
         with self._lock:
             if rel in self._in_flight:
                 return  # already moving; a newer version is picked up by its next event
+        try:
+            confine_path(stable.path, self.config.storage.root)
+        except PathConfinementError as error:
+            if error.missing:
+                self.journal.forget(rel)
+            else:
+                self._fail(rel, "discover", error.reason, None)
+            return
         try:
             sha = self._hash(stable.path)
         except FileNotFoundError:
