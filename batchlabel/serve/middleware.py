@@ -1,8 +1,9 @@
-"""ASGI middleware for the backend: access log with latency, HTTP basic auth, request body size limit.
+"""ASGI middleware for the backend: access log with latency, HTTP basic auth, request body size limit, and the last
+resort for unexpected exceptions.
 
 Pure ASGI (no ``BaseHTTPMiddleware``) so streaming and cancellation behave and the cost per request stays in
 microseconds. Order in :func:`batchlabel.serve.app.create_app`: access log (outermost, sees every status) -> basic
-auth -> body limit -> routes.
+auth -> body limit -> last resort -> routes.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import itertools
 import json
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
@@ -169,3 +171,35 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class LastResortMiddleware:
+    """No exception escapes a request: one the handlers did not map is logged with its traceback and an error id,
+    and answered ``500 {"error": "internal error <id> ..."}``, so the server keeps the keep-alive connection
+    (an exception reaching uvicorn makes it drop the connection, and the client's next request is reset)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # noqa: BLE001 - the last handler: log it, answer 500, keep serving
+            error_id = uuid.uuid4().hex[:12]
+            log.error("internal error id=%s path=%s: %s", error_id, scope.get("path"), exc.__class__.__name__,
+                      exc_info=True)
+            if started:
+                return  # the response is half sent: nothing valid can follow on this connection
+            await _send_json(send, 500, {"error": f"internal error {error_id} ({exc.__class__.__name__}); "
+                                                  "see the backend log for this id"})
