@@ -82,7 +82,9 @@ def _check_label_studio(config: Config) -> Iterator[Finding]:
                 return
             yield Finding("ok", "label_studio.url", f"{url} is reachable and healthy")
             if not settings.api_key:
-                yield Finding("FAIL", "label_studio.api_key", "not set (export LABEL_STUDIO_API_KEY or set the key)")
+                hint = config.unset_hint("label_studio.api_key",
+                                         "set it in the config, e.g. from ${LABEL_STUDIO_API_KEY}")
+                yield Finding("FAIL", "label_studio.api_key", f"not set: {hint}")
                 return
             headers = _auth_headers(client, url, settings.api_key)
             if headers is None:
