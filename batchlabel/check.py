@@ -40,6 +40,17 @@ def _check_storage(config: Config) -> Iterator[Finding]:
     if not root.is_dir():
         yield Finding("FAIL", "storage.root", f"{root} is not a folder")
         return
+    real_root, real_cache = root.resolve(), config.cache.dir.resolve()
+    if real_root == Path(real_root.anchor):
+        yield Finding("FAIL", "storage.root", f"{root} is the file system root: Label Studio would serve every file "
+                      f"of this machine (point it at the images' folder in {config.source})")
+        return
+    if real_root == real_cache:
+        yield Finding("FAIL", "storage.root", f"{root} is also cache.dir: the journal and embeddings would be "
+                      "scanned and served as images (use separate folders)")
+        return
+    if real_cache.is_relative_to(real_root):
+        yield Finding("warn", "cache.dir", f"{config.cache.dir} is inside storage.root: Label Studio serves it too")
     from batchlabel.ingest.discovery import PathFilter, scan
 
     count = sum(1 for _ in scan(root, PathFilter(config.storage.include, config.storage.exclude)))
@@ -148,8 +159,28 @@ def _check_cache(config: Config) -> Iterator[Finding]:
     yield Finding(level, "cache.dir", f"{cache} ({free_gb:.1f} GiB free, cap {config.cache.max_gb:g} GiB)")
 
 
+def _check_journal(config: Config) -> Iterator[Finding]:
+    from batchlabel.ingest.journal import Journal, JournalCorruptError
+
+    path = config.journal_path
+    if not path.exists():
+        yield Finding("ok", "journal", f"{path} will be created by the first run")
+        return
+    try:
+        with Journal(path) as journal:
+            counts = journal.counts()
+    except JournalCorruptError as exc:
+        yield Finding("FAIL", "journal", str(exc))
+        return
+    summary = ", ".join(f"{count} {stage}" for stage, count in counts.items() if count) or "empty"
+    yield Finding("ok", "journal", f"{path} opens ({summary})")
+
+
 def _check_serve(config: Config) -> Iterator[Finding]:
     serve = config.serve
+    if serve.username is not None and (not serve.username or not serve.password):
+        yield Finding("FAIL", "serve.password", "basic auth with an empty username or password accepts anyone who "
+                      "knows the user name: set both to non-empty values, or neither")
     if serve.host not in ("127.0.0.1", "localhost", "::1"):
         auth = "with basic auth" if serve.username else "WITHOUT authentication"
         yield Finding("warn", "serve.host", f"{serve.host} exposes the ML backend beyond this machine, {auth}")
@@ -160,7 +191,8 @@ def _check_serve(config: Config) -> Iterator[Finding]:
 
 def run_checks(config: Config) -> list[Finding]:
     findings = [Finding("ok", "config", f"{config.source} is valid")]
-    for check in (_check_storage, _check_label_studio, _check_model, _check_cache, _check_serve):
+    for check in (_check_storage, _check_label_studio, _check_model, _check_cache, _check_journal,
+                  _check_serve):
         findings.extend(check(config))
     return findings
 

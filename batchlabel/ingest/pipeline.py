@@ -10,6 +10,7 @@ Threads and bounded queues (memory stays flat however many files arrive)::
   Label Studio (by image hash) before it is retried, so nothing is duplicated.
 - Label Studio unreachable (network errors, 5xx): the push thread waits with backoff and jitter and retries,
   forever in ``watch`` and up to ``unavailable_limit_s`` in ``run``; files stay journaled as ``predicted``.
+- A file deleted before its push is dropped from the journal (logged), never pushed.
 - Label Studio refusing (4xx): the chunk is split to find the refused files, which are marked failed with Label
   Studio's message.
 """
@@ -170,7 +171,10 @@ class Pipeline:
             return
         new = self.journal.mark_discovered(rel, sha, size=stable.size, mtime_ns=stable.mtime_ns)
         record = self.journal.get(rel)
-        if not new and record is not None and record.stage in ("pushed", "duplicate", "failed"):
+        if not new and record is not None and record.stage == "failed" and self.journal.retry_due(record):
+            log.info("%s: retrying after a failure that can pass (attempt %d): %s", rel, record.attempts + 1,
+                     record.last_error)
+        elif not new and record is not None and record.stage in ("pushed", "duplicate", "failed"):
             self.counters.unchanged += 1
             return
         self.counters.discovered += 1
@@ -355,6 +359,9 @@ class Pipeline:
                 uncertain = False
                 if not batch:
                     return
+            batch = self._drop_vanished(batch)
+            if not batch:
+                return
             self.journal.mark_push_started(item.rel_path for item in batch)
             started = time.perf_counter()
             try:
@@ -374,6 +381,20 @@ class Pipeline:
                      sum(1 for item in batch if item.prediction is not None and item.rel_path in done),
                      time.perf_counter() - started)
             return
+
+    def _drop_vanished(self, batch: list[PushItem]) -> list[PushItem]:
+        """Files deleted since they were found are not pushed (their task's image would 404): forgotten, logged."""
+        kept = []
+        for item in batch:
+            if (self.config.storage.root / item.rel_path).is_file():
+                kept.append(item)
+                continue
+            self.journal.forget(item.rel_path)
+            with self._lock:
+                self._in_flight.discard(item.rel_path)
+            log.info("%s: deleted before its task was pushed; dropped from the journal", item.rel_path)
+            self._progress(item.rel_path)
+        return kept
 
     def _wait_after(self, error: Exception, attempt: int, since: float | None, batch: list[PushItem]) -> bool:
         """Back off after Label Studio was unavailable; False = give up (files stay journaled as predicted)."""
