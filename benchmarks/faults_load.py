@@ -4,8 +4,10 @@ Starts the real ``batchlabel serve`` (LiteMedSAM real weights, box prompts) in a
 threads for ``--duration-s`` seconds, each on **one keep-alive connection** (``http.client``), sending valid box
 clicks and, as often, one of the hostile requests of :func:`hostile_requests` (huge / non-finite / wrong-type
 numbers, unknown labels, too many regions, over-nested JSON, traversal, a symlink out of the root, a name that looks
-encoded, malformed JSON). A fault thread damages the stored embedding of a second image every few seconds (random
-bytes, ``original_size`` 0x0 and 100000x100000, all-NaN features) while clients click on it.
+encoded, malformed JSON). Every few seconds a fault thread adds a new image whose store entry it has already damaged
+(random bytes, ``original_size`` 0x0 and 100000x100000, all-NaN features), and a tenth of the clicks go to it: the
+server must drop the entry and encode the image again (a new image each time: the server's memory cache never hides
+the damage).
 
 Counts: answers per status, 5xx, connection resets (any exception on a kept connection; the client reconnects), and
 the server's RSS sampled twice a second. Prints one JSON object. Usage:
@@ -98,15 +100,13 @@ def hostile_requests() -> dict[str, bytes]:
 
 
 def prepare(work: Path, port: int) -> Path:
-    """The document root (the cat, a second image for store faults, a name that looks encoded, a symlink out of the
-    root) and the config file."""
+    """The document root (the cat, a name that looks encoded, a symlink out of the root) and the config file."""
     from skimage import data
 
     root = work / "root"
     root.mkdir(parents=True)
     cat = data.chelsea()
     Image.fromarray(cat).save(root / "cat.jpg", quality=95)
-    Image.fromarray(cat[:, ::-1].copy()).save(root / "faulty.jpg", quality=95)
     Image.fromarray(cat).save(root / "lit%2e%2e.jpg", quality=90)
     (work / "secret.txt").write_text("root:x:0:0:not-an-image")
     (root / "passwd.jpg").symlink_to(work / "secret.txt")
@@ -143,40 +143,48 @@ def _start_server(config: Path, port: int, log: Path) -> subprocess.Popen:
     raise RuntimeError(f"batchlabel serve did not answer /health in 180 s; see {log}")
 
 
-def _damage_entries(store: Path, stop: threading.Event, every_s: float, counts: Counter) -> None:
-    """Every ``every_s``: damage the stored embedding of ``faulty.jpg`` one way after the other."""
+def _plant_damaged_entries(work: Path, stop: threading.Event, every_s: float, counts: Counter,
+                           current: list[str]) -> None:
+    """Every ``every_s``: a new image (new content, so never in the server's memory cache) appears in the root with a
+    damaged store entry already planted for it, one kind after the other; ``current[0]`` names it for the clients."""
+    from skimage import data
+
     from batchlabel.infer.images import file_sha256
 
-    sha = file_sha256(store.parent.parent / "root" / "faulty.jpg")
+    store = work / "cache" / "embeddings"
+    cat_sha = file_sha256(work / "root" / "cat.jpg")
+    sound = next(store.rglob(f"{cat_sha}.json"))
+    folder = sound.parent.parent  # <store>/<model id>/p<preprocessing version>
     kinds = ("random_bytes", "size_0x0", "size_huge", "nan_features")
+    pixels = data.chelsea()
     index = 0
     while not stop.wait(every_s):
-        found = list(store.rglob(f"{sha}.json"))
-        if not found:
-            continue
-        json_path = found[0]
         kind = kinds[index % len(kinds)]
-        try:
-            if kind == "random_bytes":
-                json_path.write_bytes(os.urandom(200))
-            elif kind == "nan_features":
-                npy = json_path.with_suffix(".npy")
-                np.save(npy, np.full_like(np.load(npy), np.nan))
-            else:
-                meta = json.loads(json_path.read_text())
-                meta["original_size"] = [0, 0] if kind == "size_0x0" else [100000, 100000]
-                json_path.write_text(json.dumps(meta))
-        except (OSError, ValueError):  # the server replaced the entry meanwhile
-            continue
+        name = f"fault-{index}.jpg"
+        image = pixels.copy()
+        image[0, 0] = (index % 256, index // 256 % 256, 7)
+        Image.fromarray(image).save(work / "root" / name, quality=95)
+        sha = file_sha256(work / "root" / name)
+        target = folder / sha[:2] / f"{sha}.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        meta = json.loads(sound.read_text())
+        meta["image_sha256"] = sha
+        features = np.load(sound.with_suffix(".npy"))
+        if kind == "nan_features":
+            features = np.full_like(features, np.nan)
+        elif kind != "random_bytes":
+            meta["original_size"] = [0, 0] if kind == "size_0x0" else [100000, 100000]
+        np.save(target.with_suffix(".npy"), features)
+        target.write_bytes(os.urandom(200) if kind == "random_bytes" else json.dumps(meta).encode())
+        current[0] = name
         counts[kind] += 1
         index += 1
 
 
 def _client(port: int, deadline: float, seed: int, hostile: dict[str, bytes], results: dict[str, Any],
-            lock: threading.Lock) -> None:
+            lock: threading.Lock, current_fault: list[str]) -> None:
     rng = random.Random(seed)
-    valid = {name: _json(body(name, [_box(x=rng.uniform(1, 20))])) for name in ("cat.jpg", "faulty.jpg")}
-    valid["lit%252e%252e.jpg"] = _json(body("lit%252e%252e.jpg", [_box()]))
+    valid = {name: _json(body(name, [_box(x=rng.uniform(1, 20))])) for name in ("cat.jpg", "lit%252e%252e.jpg")}
     statuses: Counter = Counter()
     by_kind: dict[str, Counter] = {}
     latencies: list[float] = []
@@ -184,7 +192,11 @@ def _client(port: int, deadline: float, seed: int, hostile: dict[str, bytes], re
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     connections = 1
     while time.monotonic() < deadline:
-        if rng.random() < 0.5:
+        draw = rng.random()
+        if draw < 0.1 and current_fault[0]:
+            kind = "damaged_store_entry"
+            payload = _json(body(current_fault[0], [_box()]))
+        elif draw < 0.5:
             kind = rng.choice(sorted(valid))
             payload = valid[kind]
         else:
@@ -202,7 +214,7 @@ def _client(port: int, deadline: float, seed: int, hostile: dict[str, bytes], re
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
             connections += 1
             continue
-        if kind in valid:
+        if kind in valid:  # damaged entries are encoded again: not a click latency
             latencies.append((time.perf_counter() - start) * 1000.0)
         statuses[status] += 1
         by_kind.setdefault(kind, Counter())[status] += 1
@@ -233,7 +245,7 @@ def run(*, clients: int, duration_s: float, damage_every_s: float = 3.0, work: P
     server = psutil.Process(process.pid)
     try:
         warm = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-        for image in ("cat.jpg", "faulty.jpg", "lit%252e%252e.jpg"):  # encode once before the clock starts
+        for image in ("cat.jpg", "lit%252e%252e.jpg"):  # encode once before the clock starts
             warm.request("POST", "/predict", body=_json(body(image, [_box()])),
                          headers={"Content-Type": "application/json"})
             warm.getresponse().read()
@@ -247,10 +259,11 @@ def run(*, clients: int, duration_s: float, damage_every_s: float = 3.0, work: P
         rss: list[tuple[float, int]] = []
         started = time.monotonic()
         deadline = started + duration_s
-        threads = [threading.Thread(target=_client, args=(port, deadline, seed, hostile, results, lock))
+        current_fault = [""]
+        threads = [threading.Thread(target=_client, args=(port, deadline, seed, hostile, results, lock, current_fault))
                    for seed in range(clients)]
-        threads.append(threading.Thread(target=_damage_entries,
-                                        args=(work / "cache" / "embeddings", stop, damage_every_s, damage)))
+        threads.append(threading.Thread(target=_plant_damaged_entries,
+                                        args=(work, stop, damage_every_s, damage, current_fault)))
         for thread in threads:
             thread.start()
         while time.monotonic() < deadline:

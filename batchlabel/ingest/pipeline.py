@@ -287,6 +287,9 @@ class Pipeline:
             item = by_path.get(str(result.path))
             if item is None:
                 continue
+            if (result.error is not None or result.embedding is None) and not item.path.exists():
+                self._vanished(item.rel_path)
+                continue
             if result.error is not None or result.embedding is None:
                 self._fail(item.rel_path, "encode", result.error or "no embedding", item.sha256)
                 continue
@@ -383,18 +386,22 @@ class Pipeline:
             return
 
     def _drop_vanished(self, batch: list[PushItem]) -> list[PushItem]:
-        """Files deleted since they were found are not pushed (their task's image would 404): forgotten, logged."""
+        """Files deleted since they were found are not pushed (their task's image would 404)."""
         kept = []
         for item in batch:
             if (self.config.storage.root / item.rel_path).is_file():
                 kept.append(item)
-                continue
-            self.journal.forget(item.rel_path)
-            with self._lock:
-                self._in_flight.discard(item.rel_path)
-            log.info("%s: deleted before its task was pushed; dropped from the journal", item.rel_path)
-            self._progress(item.rel_path)
+            else:
+                self._vanished(item.rel_path)
         return kept
+
+    def _vanished(self, rel: str) -> None:
+        """``rel`` was deleted while in the pipeline: dropped from the journal with a log line, never a task."""
+        self.journal.forget(rel)
+        with self._lock:
+            self._in_flight.discard(rel)
+        log.info("%s: deleted before its task was pushed; dropped from the journal", rel)
+        self._progress(rel)
 
     def _wait_after(self, error: Exception, attempt: int, since: float | None, batch: list[PushItem]) -> bool:
         """Back off after Label Studio was unavailable; False = give up (files stay journaled as predicted)."""

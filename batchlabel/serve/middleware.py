@@ -8,6 +8,7 @@ auth -> body limit -> last resort -> routes.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -124,13 +125,19 @@ class BasicAuthMiddleware:
         )
 
 
+#: A request body must arrive within this many seconds (a slow client holds a connection no longer).
+BODY_TIMEOUT_S = 30.0
+
+
 class BodyLimitMiddleware:
     """Refuse request bodies over ``max_bytes`` with 413: by ``Content-Length`` up front, or while reading a chunked
-    body (the body is read here, up to the limit, and replayed to the app: the app would buffer it anyway)."""
+    body (the body is read here, up to the limit, and replayed to the app: the app would buffer it anyway). A body
+    that has not fully arrived after ``timeout_s`` is answered 408."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, timeout_s: float = BODY_TIMEOUT_S) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -149,8 +156,14 @@ class BodyLimitMiddleware:
                     return
         chunks: list[bytes] = []
         received = 0
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - asyncio.get_running_loop().time()))
+            except TimeoutError:
+                await _send_json(send, 408, {"error": f"request body not received within {self.timeout_s:g} s"},
+                                 [(b"connection", b"close")])
+                return
             if message["type"] != "http.request":  # client went away
                 return
             body = message.get("body", b"")
