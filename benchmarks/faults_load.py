@@ -299,6 +299,7 @@ def run(*, clients: int, duration_s: float, damage_every_s: float = 3.0, work: P
             "first_s_avg": round(sum(first) / len(first) / 2**20, 1) if first else None,
             "last_s_avg": round(sum(last) / len(last) / 2**20, 1) if last else None,
             "max": round(max(value for _t, value in rss) / 2**20, 1),
+            "every_5s": [round(value / 2**20) for t, value in rss if int(t * 2) % 10 == 0],
         },
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_avg_1m": round(os.getloadavg()[0], 2)},
