@@ -156,7 +156,8 @@ def resolve_image_path(rel_path: str, root: Path, *, task_id: Any) -> Path:
         return confine_relative(rel_path, root)
     except PathConfinementError as error:
         if error.outside:
-            raise DatasetError(f"task {task_id}: image path {rel_path!r}: {error.reason}") from None
+            raise DatasetError(f"task {task_id}: image path {rel_path!r} points outside storage.root "
+                               f"{Path(root).resolve()}: {error.reason}") from None
         return Path(root).resolve() / rel_path
 
 
