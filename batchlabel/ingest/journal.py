@@ -123,8 +123,13 @@ class Journal:
                 if statement.strip():
                     self._db.execute(statement)
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(files)")}
-            if "transient" not in columns:  # a journal written before failures were classified
+            if "transient" not in columns:  # a journal written before failures were classified: classify them now
+                from batchlabel.ingest.retry import is_transient
+
                 self._db.execute("ALTER TABLE files ADD COLUMN transient INTEGER NOT NULL DEFAULT 0")
+                failed = self._db.execute("SELECT rel_path, last_error FROM files WHERE stage = 'failed'").fetchall()
+                self._db.executemany("UPDATE files SET transient = 1 WHERE rel_path = ?",
+                                     [(rel,) for rel, reason in failed if is_transient(reason)])
             self._db.execute("SELECT count(*) FROM files").fetchone()
         except sqlite3.DatabaseError as error:  # "file is not a database", "database disk image is malformed"
             self._db.close()
