@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from batchlabel import __version__
 from batchlabel.config import Config, ConfigError, load_config
+from batchlabel.ingest.journal import JournalCorruptError
 
 log = logging.getLogger("batchlabel")
 
@@ -45,6 +46,9 @@ def _encode_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
     _json_flag(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="retry every failed file now, permanent failures included (transient ones are retried "
+                             "by every run with back-off anyway)")
 
 
 def _watch_arguments(parser: argparse.ArgumentParser) -> None:
@@ -158,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(function(config, args))
     except ConfigError as exc:
         print(f"batchlabel {command.name}: config error\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except JournalCorruptError as exc:
+        print(f"batchlabel {command.name}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         log.info("interrupted")

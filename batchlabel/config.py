@@ -6,7 +6,9 @@ immutable :class:`Config`. Nothing else in batchlabel reads the environment or t
 Rules:
 - ``${VAR}`` and ``${VAR:-default}`` inside string values are replaced from the environment (secrets such as the
   Label Studio API key never have to live in the file). An unset variable with no default becomes ``null``.
+  The key it was meant for is kept in :attr:`Config.unset_variables`, so messages name the variable.
 - Relative paths are relative to the folder holding the config file.
+- Duplicate keys and YAML alias bombs are refused (:mod:`batchlabel.yaml_loader`).
 - Unknown keys are errors; every error names the file, the key path and what was expected, e.g.
   ``configs/cats.yaml: model.batch_size: expected a positive integer, got 'eight'``.
 """
@@ -21,6 +23,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from batchlabel.yaml_loader import YamlExpansionError, load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +197,9 @@ class Config(_Section):
     serve: ServeConfig = ServeConfig()
     dataset: DatasetConfig = DatasetConfig()
     source: Path | None = Field(default=None, description="the file this config was read from (set by the loader)")
+    unset_variables: dict[str, str] = Field(
+        default_factory=dict, description="key path -> the ${VAR} it named, unset in the environment (by the loader)"
+    )
 
     @model_validator(mode="after")
     def _default_label_known(self) -> Config:
@@ -204,6 +211,14 @@ class Config(_Section):
                 f"{list(self.label_studio.labels)}"
             )
         return self
+
+    def unset_hint(self, key_path: str, fallback: str) -> str:
+        """Why ``key_path`` (e.g. ``label_studio.api_key``) has no value: the ``${VAR}`` the file named for it is
+        unset, or ``fallback`` when the file set no variable there."""
+        name = self.unset_variables.get(key_path)
+        if name is None:
+            return fallback
+        return f"${{{name}}}, named for it in {self.source}, is not set in the environment (export {name})"
 
     @property
     def embedded_label_studio(self) -> bool:
@@ -223,17 +238,21 @@ class Config(_Section):
         return self.cache.embeddings_dir
 
 
-def _interpolate(value: Any, environ: dict[str, str]) -> Any:
-    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a parsed YAML tree."""
+def _interpolate(value: Any, environ: dict[str, str], unset: dict[str, str] | None = None, where: str = "") -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a parsed YAML tree. A whole-value ``${VAR}`` that
+    is unset and has no default is recorded in ``unset`` (dotted key path -> variable name)."""
     if isinstance(value, dict):
-        return {key: _interpolate(item, environ) for key, item in value.items()}
+        return {key: _interpolate(item, environ, unset, f"{where}.{key}" if where else str(key))
+                for key, item in value.items()}
     if isinstance(value, list):
-        return [_interpolate(item, environ) for item in value]
+        return [_interpolate(item, environ, unset, f"{where}.{index}") for index, item in enumerate(value)]
     if not isinstance(value, str):
         return value
     whole = ENV_PATTERN.fullmatch(value)
     if whole:
         name, default = whole.group(1), whole.group(2)
+        if name not in environ and default is None and unset is not None:
+            unset[where] = name
         return environ.get(name, default)
 
     def substitute(match: re.Match[str]) -> str:
@@ -324,7 +343,8 @@ def parse_config(raw: Any, *, source: str, base_dir: Path, environ: dict[str, st
     """Validate an already-parsed YAML tree. Raises :class:`ConfigError` listing every problem."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}")
-    data = _interpolate(raw, dict(os.environ) if environ is None else environ)
+    unset: dict[str, str] = {}
+    data = _interpolate(raw, dict(os.environ) if environ is None else environ, unset)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
@@ -335,7 +355,7 @@ def parse_config(raw: Any, *, source: str, base_dir: Path, environ: dict[str, st
             lines.append(f"{source}: {key}: {_positive_int_message(details, _describe(details))}")
         raise ConfigError("\n".join(lines)) from None
     config = _resolve_relative_paths(config, base_dir)
-    return config.model_copy(update={"source": Path(source)})
+    return config.model_copy(update={"source": Path(source), "unset_variables": unset})
 
 
 def load_config(path: str | os.PathLike[str], *, environ: dict[str, str] | None = None) -> Config:
@@ -348,7 +368,9 @@ def load_config(path: str | os.PathLike[str], *, environ: dict[str, str] | None 
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
+    except YamlExpansionError as exc:
+        raise ConfigError(f"{path}: refused: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

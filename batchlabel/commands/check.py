@@ -40,6 +40,17 @@ def _check_storage(config: Config) -> Iterator[CheckResult]:
     if not root.is_dir():
         yield CheckResult("FAIL", "storage.root", f"{root} is not a folder")
         return
+    real_root, real_cache = root.resolve(), config.cache.dir.resolve()
+    if real_root == Path(real_root.anchor):
+        yield CheckResult("FAIL", "storage.root", f"{root} is the file system root: Label Studio would serve every "
+                          f"file of this machine (point it at the images' folder in {config.source})")
+        return
+    if real_root == real_cache:
+        yield CheckResult("FAIL", "storage.root", f"{root} is also cache.dir: the journal and embeddings would be "
+                          "scanned and served as images (use separate folders)")
+        return
+    if real_cache.is_relative_to(real_root):
+        yield CheckResult("warn", "cache.dir", f"{config.cache.dir} is inside storage.root: Label Studio serves it too")
     from batchlabel.ingest.discovery import PathFilter, scan
 
     count = sum(1 for _ in scan(root, PathFilter(config.storage.include, config.storage.exclude)))
@@ -79,8 +90,9 @@ def _check_label_studio(config: Config) -> Iterator[CheckResult]:
                 return
             yield CheckResult("ok", "label_studio.url", f"{url} is reachable and healthy")
             if not settings.api_key:
-                yield CheckResult("FAIL", "label_studio.api_key",
-                                  "not set (export LABEL_STUDIO_API_KEY or set the key)")
+                hint = config.unset_hint("label_studio.api_key",
+                                         "set it in the config, e.g. from ${LABEL_STUDIO_API_KEY}")
+                yield CheckResult("FAIL", "label_studio.api_key", f"not set: {hint}")
                 return
         policy = RetryPolicy(max_attempts=2, deadline_s=10.0)
         try:
@@ -147,8 +159,28 @@ def _check_cache(config: Config) -> Iterator[CheckResult]:
     yield CheckResult(level, "cache.dir", f"{cache} ({free_gb:.1f} GiB free, cap {config.cache.max_gb:g} GiB)")
 
 
+def _check_journal(config: Config) -> Iterator[CheckResult]:
+    from batchlabel.ingest.journal import Journal, JournalCorruptError
+
+    path = config.journal_path
+    if not path.exists():
+        yield CheckResult("ok", "journal", f"{path} will be created by the first run")
+        return
+    try:
+        with Journal(path) as journal:
+            counts = journal.counts()
+    except JournalCorruptError as exc:
+        yield CheckResult("FAIL", "journal", str(exc))
+        return
+    summary = ", ".join(f"{count} {stage}" for stage, count in counts.items() if count) or "empty"
+    yield CheckResult("ok", "journal", f"{path} opens ({summary})")
+
+
 def _check_serve(config: Config) -> Iterator[CheckResult]:
     serve = config.serve
+    if serve.username is not None and (not serve.username or not serve.password):
+        yield CheckResult("FAIL", "serve.password", "basic auth with an empty username or password accepts anyone "
+                          "who knows the user name: set both to non-empty values, or neither")
     if serve.host not in ("127.0.0.1", "localhost", "::1"):
         auth = "with basic auth" if serve.username else "WITHOUT authentication"
         yield CheckResult("warn", "serve.host", f"{serve.host} exposes the ML backend beyond this machine, {auth}")
@@ -159,7 +191,8 @@ def _check_serve(config: Config) -> Iterator[CheckResult]:
 
 def run_checks(config: Config) -> list[CheckResult]:
     findings = [CheckResult("ok", "config", f"{config.source} is valid")]
-    for check in (_check_storage, _check_label_studio, _check_model, _check_cache, _check_serve):
+    for check in (_check_storage, _check_label_studio, _check_model, _check_cache, _check_journal,
+                  _check_serve):
         findings.extend(check(config))
     return findings
 

@@ -1,13 +1,15 @@
 """``batchlabel run``, ``watch`` and ``status``: ingestion of the document root into Label Studio.
 
-- ``run CONFIG [--json] [--no-progress]``: one pass over the document root (waiting for files still being written),
-  then exit: 0 when everything pending was pushed, 1 when some files failed or could not be pushed (each listed),
-  2 on a config error (including a Label Studio key it refuses).
+- ``run CONFIG [--json] [--no-progress] [--retry-failed]``: one pass over the document root (waiting for files still
+  being written), then exit: 0 when everything pending was pushed, 1 when some files failed or could not be pushed
+  (each listed), 2 on a config error (including a Label Studio key it refuses). Failures that can pass (disk full,
+  Label Studio down, out of memory: :mod:`batchlabel.ingest.retry`) are retried by every pass with back-off
+  (``watch`` checks every few seconds); ``--retry-failed`` retries the others too.
 - ``watch CONFIG [--summary-every-s S]``: the daemon: initial scan, then a watchdog observer; runs until SIGINT or
   SIGTERM, finishes the batch in flight (queued files stay journaled for the next start) and exits 0. One log line
   per pushed batch and a summary every ``S`` seconds.
-- ``status CONFIG [--json]``: counts per stage, failures with reasons, embedding-store size, Label Studio
-  reachability.
+- ``status CONFIG [--json]``: counts per stage, failures with reasons (transient or permanent, and when a transient
+  one is retried), embedding-store size, Label Studio reachability.
 
 Embedded Label Studio (``label_studio.url: null``): ``batchlabel up`` calls :func:`watch` with the running server's
 URL and key (and its loaded model); without them, ``run``/``watch`` start the embedded server themselves
@@ -43,6 +45,7 @@ EXIT_OK, EXIT_FAILURES, EXIT_CONFIG = 0, 1, 2
 #: ``run`` gives up pushing after Label Studio has been unreachable this long (files stay journaled).
 RUN_UNAVAILABLE_LIMIT_S = 600.0
 POLL_S = 0.05
+RETRY_CHECK_S = 5.0  # how often watch looks for transient failures due for a retry
 
 
 class _ConfigProblemError(Exception):
@@ -137,6 +140,15 @@ def _initial_scan(session: _Session, config: Config) -> int:
     return count
 
 
+def _observe_due_retries(session: _Session, config: Config) -> None:
+    """Hand transient failures whose back-off has passed to the stability tracker again (``watch``; ``run``'s scan
+    sees every file anyway)."""
+    for record in session.journal.due_retries():
+        path = config.storage.root / record.rel_path
+        if path.exists():
+            session.tracker.observe(path, atomic=True)
+
+
 def _feed(session: _Session) -> int:
     stable = session.tracker.poll()
     for item in stable:
@@ -189,6 +201,8 @@ def run_command(config: Config, args: argparse.Namespace) -> int:
             session = _start(config, ls, stop=stop, unavailable_limit_s=RUN_UNAVAILABLE_LIMIT_S,
                              on_progress=(lambda _rel: progress.update(1)) if progress is not None else None)
             try:
+                if getattr(args, "retry_failed", False):
+                    log.info("--retry-failed: %d failed file(s) queued again", session.journal.retry_failed())
                 scanned = _initial_scan(session, config)
                 if progress is not None:
                     progress.total = scanned
@@ -249,9 +263,13 @@ def watch(config: Config, *, summary_every_s: float = 60.0, label_studio_url: st
             log.info("watching %s (%d file(s) found at start)", config.storage.root, scanned)
             next_summary = time.monotonic() + summary_every_s
             auto_builder = AutoBuilder(config, ls)
+            next_retry = time.monotonic() + RETRY_CHECK_S
             while not stop.is_set():
                 _feed(session)
                 auto_builder.poll()
+                if time.monotonic() >= next_retry:
+                    _observe_due_retries(session, config)
+                    next_retry = time.monotonic() + RETRY_CHECK_S
                 due = session.tracker.next_due_s()
                 session.tracker.wait_for_change(min(1.0, due if due is not None else 1.0) or POLL_S)
                 if time.monotonic() >= next_summary:
@@ -278,6 +296,7 @@ def watch(config: Config, *, summary_every_s: float = 60.0, label_studio_url: st
 def status_command(config: Config, args: argparse.Namespace) -> int:
     """Counts per stage, failures, store size, Label Studio reachability; exit 0 (1 when there are failures)."""
     from batchlabel.ingest.journal import STAGES, Journal
+    from batchlabel.ingest.retry import retry_delay_s
 
     as_json = bool(getattr(args, "json", False))
     report: dict[str, Any] = {"journal": str(config.journal_path)}
@@ -285,7 +304,10 @@ def status_command(config: Config, args: argparse.Namespace) -> int:
         with Journal(config.journal_path) as journal:
             report["stages"] = journal.counts()
             report["failures"] = [
-                {"path": r.rel_path, "stage": r.failed_stage, "reason": r.last_error, "attempts": r.attempts}
+                {"path": r.rel_path, "stage": r.failed_stage, "reason": r.last_error, "attempts": r.attempts,
+                 "kind": "transient" if r.transient else "permanent",
+                 "retry_in_s": (round(max(0.0, r.updated_at + retry_delay_s(r.attempts) - time.time()), 1)
+                                if r.transient else None)}
                 for r in journal.failures()
             ]
             report["waiting_for_label_studio"] = [
@@ -302,7 +324,10 @@ def status_command(config: Config, args: argparse.Namespace) -> int:
     else:
         print("stages: " + ", ".join(f"{k} {v}" for k, v in report["stages"].items()))
         for failure in report["failures"]:
-            print(f"FAILED {failure['path']}: {failure['stage']}: {failure['reason']}")
+            when = (f"transient, retried by the next pass in {failure['retry_in_s']:g} s or more"
+                    if failure["kind"] == "transient" else "permanent, retried when the file changes or with "
+                    "`run --retry-failed`")
+            print(f"FAILED {failure['path']}: {failure['stage']}: {failure['reason']} ({when})")
         print(f"embedding store: {report['embedding_store_bytes'] / 1e6:.1f} MB in {config.embeddings_dir}")
         reach = report["label_studio"]
         print(f"Label Studio: {reach['state']}" + (f" ({reach['detail']})" if reach.get("detail") else ""))

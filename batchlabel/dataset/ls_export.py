@@ -147,12 +147,18 @@ def image_rel_path(task: dict[str, Any], image_key: str) -> str:
 
 
 def resolve_image_path(rel_path: str, root: Path, *, task_id: Any) -> Path:
-    """``root / rel_path``, refusing paths that leave ``root`` (``..``, absolute paths, symlinks out)."""
-    root_resolved = Path(root).resolve()
-    candidate = (root_resolved / rel_path).resolve()
-    if not candidate.is_relative_to(root_resolved):
-        raise DatasetError(f"task {task_id}: image path {rel_path!r} points outside storage.root {root_resolved}")
-    return candidate
+    """``root / rel_path``, refusing paths that leave ``root`` (``..``, absolute paths, symlinks out) with the check
+    ``serve`` and ingestion use (:func:`batchlabel.infer.confine.confine_relative`). A missing file is returned as
+    is (the builder reports it as missing)."""
+    from batchlabel.infer.confine import PathConfinementError, confine_relative
+
+    try:
+        return confine_relative(rel_path, root)
+    except PathConfinementError as error:
+        if error.outside:
+            raise DatasetError(f"task {task_id}: image path {rel_path!r} points outside storage.root "
+                               f"{Path(root).resolve()}: {error.reason}") from None
+        return Path(root).resolve() / rel_path
 
 
 def export_project(config: Any, *, dest_dir: Path, client: Any | None = None) -> ExportSource:

@@ -314,13 +314,24 @@ class BatchEncoder:
                          time.perf_counter() - start - store_s, store_s)
 
     def _loader(self, paths: queue.SimpleQueue, out: queue.Queue, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                path = paths.get_nowait()
-            except queue.Empty:
-                break
-            self._put(out, self._load_one(path), stop)
-        self._put(out, _DONE, stop)
+        """Load files until none are left. Any exception becomes that file's failure, and ``_DONE`` is always sent,
+        so the consumer in :meth:`encode_files` never waits for a thread that died."""
+        try:
+            while not stop.is_set():
+                try:
+                    path = paths.get_nowait()
+                except queue.Empty:
+                    break
+                start = time.perf_counter()
+                try:
+                    item = self._load_one(path)
+                except Exception as exc:  # noqa: BLE001 - e.g. an unreadable store: this file fails, the batch goes on
+                    log.warning("%s: loading failed", path, exc_info=True)
+                    reason = " ".join(f"cannot load: {exc.__class__.__name__}: {exc}".split())[:300]
+                    item = EncodeResult(path, None, reason, False, StageTimes(load_s=time.perf_counter() - start))
+                self._put(out, item, stop)
+        finally:
+            self._put(out, _DONE, stop)
 
     @staticmethod
     def _put(out: queue.Queue, item: object, stop: threading.Event) -> None:

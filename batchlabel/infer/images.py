@@ -142,7 +142,7 @@ def decode_rgb(
         kind = _signature(data)
         if kind is not None:
             raise ImageLoadError(name, f"corrupt {kind} file: its header cannot be read") from None
-        raise ImageLoadError(name, f"not a recognised image format (file starts with {data[:12]!r})") from None
+        raise ImageLoadError(name, "not a recognised image format") from None  # never echo the file's bytes
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageLoadError(name, f"corrupt image header: {exc}") from None
 

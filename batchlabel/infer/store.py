@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from batchlabel.infer.embedding import PREPROCESSING_VERSION, ImageEmbedding
+from batchlabel.infer.images import DEFAULT_MAX_PIXELS
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +62,17 @@ class EmbeddingStore:
     Args:
         root: the store folder (created on first write).
         max_bytes: size cap; the least recently used entries are evicted after a ``put`` exceeds it.
+        max_pixels: an entry claiming a larger ``original_size`` is corrupt (the loader's decompression-bomb limit).
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, max_bytes: int) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, max_bytes: int, max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> None:
         if max_bytes <= 0:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
         self.root = Path(root)
         self.max_bytes = int(max_bytes)
+        self.max_pixels = int(max_pixels)
         self._lock = threading.Lock()
         self._approx_bytes: int | None = None
         self._puts_since_scan = 0
@@ -92,21 +97,27 @@ class EmbeddingStore:
     def get(self, image_sha256: str, model_id: str) -> ImageEmbedding | None:
         """The stored embedding (float16 features, read-only), or ``None``. Marks the entry as recently used.
 
-        A corrupt or inconsistent entry is logged, removed and reported as a miss.
+        The one validated read of the store: an entry that cannot be decoded (garbled ``.json``/``.npy``) or whose
+        metadata is inconsistent (sizes not positive, over ``max_pixels``, disagreeing with the features' shape or
+        with each other; features not finite) is logged once, removed and reported as a miss, so the caller encodes
+        the image again.
         """
         json_path, npy_path = self._paths(image_sha256, model_id)
         try:
-            meta_text = json_path.read_text(encoding="utf-8")
+            meta_bytes = json_path.read_bytes()
         except FileNotFoundError:
             return None
         try:
-            meta = json.loads(meta_text)
+            meta = json.loads(meta_bytes.decode("utf-8"))
             features = np.load(npy_path, allow_pickle=False)
-            embedding = self._embedding(meta, features, image_sha256, model_id)
+            embedding = self._embedding(meta, features, image_sha256, model_id, max_pixels=self.max_pixels)
         except FileNotFoundError:
             return None  # evicted or replaced by another process between the two reads
-        except (ValueError, KeyError, TypeError, OSError, EOFError) as exc:
-            log.warning("%s: corrupt embedding store entry (%s); removing it", json_path, exc)
+        except (ValueError, KeyError, TypeError, OSError, EOFError, IndexError, OverflowError, RecursionError) as exc:
+            # UnicodeDecodeError and json.JSONDecodeError are ValueErrors
+            reason = " ".join(f"{exc.__class__.__name__}: {exc}".split())[:200]
+            log.warning("%s: corrupt embedding store entry (%s); removing it, the image is encoded again",
+                        json_path, reason)
             self._remove(json_path, npy_path)
             return None
         with contextlib.suppress(OSError):  # evicted meanwhile: the value read is still valid
@@ -114,21 +125,35 @@ class EmbeddingStore:
         return embedding
 
     @staticmethod
-    def _embedding(meta: dict, features: np.ndarray, image_sha256: str, model_id: str) -> ImageEmbedding:
+    def _embedding(
+        meta: object, features: np.ndarray, image_sha256: str, model_id: str, *, max_pixels: int
+    ) -> ImageEmbedding:
+        if not isinstance(meta, dict):
+            raise ValueError(f"metadata is a {type(meta).__name__}, expected an object")
         if meta.get("format") != STORE_FORMAT:
             raise ValueError(f"store format {meta.get('format')!r}, expected {STORE_FORMAT}")
         if meta["image_sha256"] != image_sha256 or meta["model_id"] != model_id:
             raise ValueError("metadata names another image or model")
         if list(features.shape) != list(meta["features_shape"]) or features.dtype != STORED_DTYPE:
             raise ValueError(f"features {features.shape} {features.dtype}, metadata says {meta['features_shape']}")
+        original_size = _size_pair(meta["original_size"], "original_size")
+        input_size = _size_pair(meta["input_size"], "input_size")
+        if original_size[0] * original_size[1] > max_pixels:
+            raise ValueError(f"original_size {original_size} is over the pixel limit {max_pixels:,}")
+        _check_resized(original_size, input_size)
+        orientation = meta["exif_orientation"]
+        if not isinstance(orientation, int) or not 1 <= orientation <= 8:
+            raise ValueError(f"exif_orientation {orientation!r} is not 1-8")
+        if not np.isfinite(features).all():
+            raise ValueError("features hold NaN or infinite values")
         return ImageEmbedding(
             features=features,
-            original_size=tuple(meta["original_size"]),  # type: ignore[arg-type]
-            input_size=tuple(meta["input_size"]),  # type: ignore[arg-type]
+            original_size=original_size,
+            input_size=input_size,
             model_id=model_id,
             precision=str(meta["precision"]),
             image_sha256=image_sha256,
-            exif_orientation=int(meta["exif_orientation"]),
+            exif_orientation=orientation,
             created=float(meta["created"]),
             preprocessing_version=int(meta["preprocessing_version"]),
         )
@@ -239,6 +264,24 @@ class EmbeddingStore:
                             path.unlink()
                     except FileNotFoundError:
                         pass
+
+
+def _size_pair(value: object, key: str) -> tuple[int, int]:
+    """A stored ``(height, width)``: two positive ints (not bools, not floats)."""
+    if (
+        not isinstance(value, list) or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        raise ValueError(f"{key} {value!r:.80} is not two positive integers")
+    return int(value[0]), int(value[1])
+
+
+def _check_resized(original_size: tuple[int, int], input_size: tuple[int, int]) -> None:
+    """``input_size`` must be ``original_size`` scaled to its long side (SAM's rounding, +-1 pixel)."""
+    scale = max(input_size) / max(original_size)
+    expected = (original_size[0] * scale, original_size[1] * scale)
+    if any(abs(e - i) > 1.0 for e, i in zip(expected, input_size, strict=True)):
+        raise ValueError(f"input_size {input_size} is not original_size {original_size} resized")
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from batchlabel.infer.confine import PathConfinementError, confine_path
+
 log = logging.getLogger(__name__)
 
 #: Name patterns of files still being written by browsers, editors, rsync, curl, etc.
@@ -93,7 +95,8 @@ def relative_posix(path: Path, root: Path) -> str | None:
 
 def scan(root: Path, path_filter: PathFilter, *, scandir: Callable[[str], object] = os.scandir) -> Iterator[Path]:
     """Every matching regular file under ``root`` (recursive, hidden folders skipped, symlinked folders not
-    followed), in sorted order per folder."""
+    followed), in sorted order per folder. A file symlink whose target leaves ``root`` is skipped with a warning
+    naming the link (:func:`batchlabel.infer.confine.confine_path`)."""
     stack = [Path(root)]
     while stack:
         folder = stack.pop()
@@ -117,8 +120,15 @@ def scan(root: Path, path_filter: PathFilter, *, scandir: Callable[[str], object
             except OSError:
                 continue
             rel = relative_posix(path, root)
-            if rel is not None and path_filter.matches(rel):
-                yield path
+            if rel is None or not path_filter.matches(rel):
+                continue
+            if entry.is_symlink():
+                try:
+                    confine_path(path, root)
+                except PathConfinementError as error:
+                    log.warning("%s: skipped: %s", rel, error.reason)
+                    continue
+            yield path
         stack.extend(reversed(subfolders))
 
 

@@ -44,12 +44,25 @@ CREATE TABLE IF NOT EXISTS files (
     task_id       INTEGER,
     prediction_id INTEGER,
     push_started  INTEGER NOT NULL DEFAULT 0,
-    updated_at    REAL NOT NULL
+    updated_at    REAL NOT NULL,
+    transient     INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS files_sha256 ON files (sha256);
 CREATE INDEX IF NOT EXISTS files_stage ON files (stage);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
+
+
+class JournalCorruptError(Exception):
+    """The journal file exists but is not a readable SQLite database. ``str()`` names it and says what to do."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        super().__init__(
+            f"{path}: the ingestion journal is corrupt ({reason}). Move it aside (mv '{path}' '{path}.corrupt') and "
+            "run again: batchlabel rebuilds it, matching files to their Label Studio tasks by image hash, so "
+            "nothing is duplicated"
+        )
 
 
 @dataclass(frozen=True)
@@ -70,17 +83,19 @@ class FileRecord:
     prediction_id: int | None
     push_started: bool
     updated_at: float
+    transient: bool = False  # a failure that can pass (see batchlabel.ingest.retry)
 
 
 _COLUMNS = (
     "rel_path, sha256, size, mtime_ns, stage, failed_stage, last_error, attempts, model_id, model_version, "
-    "task_id, prediction_id, push_started, updated_at"
+    "task_id, prediction_id, push_started, updated_at, transient"
 )
 
 
 def _record(row: tuple) -> FileRecord:
     values = list(row)
     values[12] = bool(values[12])
+    values[14] = bool(values[14])
     return FileRecord(*values)
 
 
@@ -100,12 +115,25 @@ class Journal:
         self._db = sqlite3.connect(
             str(self.path), timeout=30.0, check_same_thread=False, isolation_level=None
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        for statement in _SCHEMA.strip().split(";"):
-            if statement.strip():
-                self._db.execute(statement)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            for statement in _SCHEMA.strip().split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(files)")}
+            if "transient" not in columns:  # a journal written before failures were classified: classify them now
+                from batchlabel.ingest.retry import is_transient
+
+                self._db.execute("ALTER TABLE files ADD COLUMN transient INTEGER NOT NULL DEFAULT 0")
+                failed = self._db.execute("SELECT rel_path, last_error FROM files WHERE stage = 'failed'").fetchall()
+                self._db.executemany("UPDATE files SET transient = 1 WHERE rel_path = ?",
+                                     [(rel,) for rel, reason in failed if is_transient(reason)])
+            self._db.execute("SELECT count(*) FROM files").fetchone()
+        except sqlite3.DatabaseError as error:  # "file is not a database", "database disk image is malformed"
+            self._db.close()
+            raise JournalCorruptError(self.path, str(error)) from None
 
     # -- plumbing --------------------------------------------------------------------------------------------
     @contextmanager
@@ -273,26 +301,45 @@ class Journal:
                 (rel_path, sha256, task_id, f"same content as {owner}", now),
             )
 
-    def mark_failed(self, rel_path: str, stage: str, reason: str, sha256: str | None = None) -> None:
+    def mark_failed(
+        self, rel_path: str, stage: str, reason: str, sha256: str | None = None, *, transient: bool | None = None
+    ) -> None:
         """``stage`` failed for ``rel_path`` with a one-line ``reason``.
 
-        The file is retried when its content changes, or after :meth:`retry_failed`.
+        ``transient`` (default: decided from ``reason`` by :func:`batchlabel.ingest.retry.is_transient`): a failure
+        that can pass is retried by a later pass with back-off (:meth:`due_retries`); any other is retried when the
+        file's content changes, or after :meth:`retry_failed`.
         """
+        from batchlabel.ingest.retry import is_transient
+
+        flag = int(is_transient(reason) if transient is None else transient)
         now = self._clock()
         with self._transaction() as db:
             cursor = db.execute(
                 "UPDATE files SET stage = 'failed', failed_stage = ?, last_error = ?, attempts = attempts + "
                 "1, "
-                "sha256 = COALESCE(?, sha256), push_started = 0, updated_at = ? WHERE rel_path = ?",
-                (stage, reason, sha256, now, rel_path),
+                "sha256 = COALESCE(?, sha256), push_started = 0, transient = ?, updated_at = ? WHERE rel_path = ?",
+                (stage, reason, sha256, flag, now, rel_path),
             )
             if cursor.rowcount == 0:
                 db.execute(
                     "INSERT INTO files (rel_path, sha256, stage, failed_stage, last_error, attempts, "
-                    "updated_at) "
-                    "VALUES (?, ?, 'failed', ?, ?, 1, ?)",
-                    (rel_path, sha256, stage, reason, now),
+                    "transient, updated_at) "
+                    "VALUES (?, ?, 'failed', ?, ?, 1, ?, ?)",
+                    (rel_path, sha256, stage, reason, flag, now),
                 )
+
+    def retry_due(self, record: FileRecord) -> bool:
+        """True when ``record`` is a transient failure whose back-off has passed."""
+        from batchlabel.ingest.retry import retry_due
+
+        return record.stage == "failed" and retry_due(
+            transient=record.transient, attempts=record.attempts, failed_at=record.updated_at, now=self._clock()
+        )
+
+    def due_retries(self) -> list[FileRecord]:
+        """Transient failures whose back-off has passed (``watch`` feeds them back periodically)."""
+        return [record for record in self.failures() if self.retry_due(record)]
 
     def mark_attempt_error(self, rel_path: str, reason: str) -> None:
         """A transient error (e.g. Label Studio unreachable): the stage is kept and retried later."""

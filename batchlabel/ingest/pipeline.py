@@ -10,6 +10,7 @@ Threads and bounded queues (memory stays flat however many files arrive)::
   Label Studio (by image hash) before it is retried, so nothing is duplicated.
 - Label Studio unreachable (network errors, 5xx): the push thread waits with backoff and jitter and retries,
   forever in ``watch`` and up to ``unavailable_limit_s`` in ``run``; files stay journaled as ``predicted``.
+- A file deleted before its push is dropped from the journal (logged), never pushed.
 - Label Studio refusing (4xx): the chunk is split to find the refused files, which are marked failed with Label
   Studio's message.
 """
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from batchlabel.infer.confine import PathConfinementError, confine_path
 from batchlabel.ingest.discovery import StableFile
 from batchlabel.ingest.sink import LabelStudioSink, PushItem, predictions_of, stale_predictions_of
 from batchlabel.sync.client import LabelStudioError, LabelStudioUnavailableError
@@ -152,6 +154,14 @@ class Pipeline:
             if rel in self._in_flight:
                 return  # already moving; a newer version is picked up by its next event
         try:
+            confine_path(stable.path, self.config.storage.root)
+        except PathConfinementError as error:
+            if error.missing:
+                self.journal.forget(rel)
+            else:
+                self._fail(rel, "discover", error.reason, None)
+            return
+        try:
             sha = self._hash(stable.path)
         except FileNotFoundError:
             self.journal.forget(rel)
@@ -161,7 +171,10 @@ class Pipeline:
             return
         new = self.journal.mark_discovered(rel, sha, size=stable.size, mtime_ns=stable.mtime_ns)
         record = self.journal.get(rel)
-        if not new and record is not None and record.stage in ("pushed", "duplicate", "failed"):
+        if not new and record is not None and record.stage == "failed" and self.journal.retry_due(record):
+            log.info("%s: retrying after a failure that can pass (attempt %d): %s", rel, record.attempts + 1,
+                     record.last_error)
+        elif not new and record is not None and record.stage in ("pushed", "duplicate", "failed"):
             self.counters.unchanged += 1
             return
         self.counters.discovered += 1
@@ -270,6 +283,9 @@ class Pipeline:
             item = by_path.get(str(result.path))
             if item is None:
                 continue
+            if (result.error is not None or result.embedding is None) and not item.path.exists():
+                self._vanished(item.rel_path)
+                continue
             if result.error is not None or result.embedding is None:
                 self._fail(item.rel_path, "encode", result.error or "no embedding", item.sha256)
                 continue
@@ -342,6 +358,9 @@ class Pipeline:
                 uncertain = False
                 if not batch:
                     return
+            batch = self._drop_vanished(batch)
+            if not batch:
+                return
             self.journal.mark_push_started(item.rel_path for item in batch)
             started = time.perf_counter()
             try:
@@ -361,6 +380,24 @@ class Pipeline:
                      sum(1 for item in batch if item.prediction is not None and item.rel_path in done),
                      time.perf_counter() - started)
             return
+
+    def _drop_vanished(self, batch: list[PushItem]) -> list[PushItem]:
+        """Files deleted since they were found are not pushed (their task's image would 404)."""
+        kept = []
+        for item in batch:
+            if (self.config.storage.root / item.rel_path).is_file():
+                kept.append(item)
+            else:
+                self._vanished(item.rel_path)
+        return kept
+
+    def _vanished(self, rel: str) -> None:
+        """``rel`` was deleted while in the pipeline: dropped from the journal with a log line, never a task."""
+        self.journal.forget(rel)
+        with self._lock:
+            self._in_flight.discard(rel)
+        log.info("%s: deleted before its task was pushed; dropped from the journal", rel)
+        self._progress(rel)
 
     def _wait_after(self, error: Exception, attempt: int, since: float | None, batch: list[PushItem]) -> bool:
         """Back off after Label Studio was unavailable; False = give up (files stay journaled as predicted)."""

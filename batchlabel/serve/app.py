@@ -25,13 +25,19 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from batchlabel import __version__
 from batchlabel.config import Config
 from batchlabel.serve.backend import Backend, PredictError
 from batchlabel.serve.embedding_lookup import EmbeddingProvider, StoreLike
 from batchlabel.serve.fetch import ImageFetcher
-from batchlabel.serve.middleware import AccessLogMiddleware, BasicAuthMiddleware, BodyLimitMiddleware
+from batchlabel.serve.middleware import (
+    AccessLogMiddleware,
+    BasicAuthMiddleware,
+    BodyLimitMiddleware,
+    LastResortMiddleware,
+)
 from batchlabel.serve.protocol import (
     HealthResponse,
     PredictRequest,
@@ -123,11 +129,11 @@ def create_app(config: Config, *, model: Any = None, store: StoreLike | None = N
         log.warning("predict error path=%s status=%d: %s", request.url.path, exc.status_code, exc.message)
         return JSONResponse({"error": exc.message}, status_code=exc.status_code)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error path=%s", request.url.path)
-        return JSONResponse({"error": f"internal error ({exc.__class__.__name__}); see the backend log"},
-                            status_code=500)
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # e.g. 404/405, or a body FastAPI cannot parse (over-nested JSON): the same {"error": ...} shape as the rest
+        log.warning("http error path=%s status=%d: %s", request.url.path, exc.status_code, exc.detail)
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     def health() -> HealthResponse:
         return HealthResponse(
@@ -181,6 +187,7 @@ def create_app(config: Config, *, model: Any = None, store: StoreLike | None = N
         log.info("webhook action=%s project=%s", body.action, project_id)
         return {"status": "ok"}
 
+    app.add_middleware(LastResortMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=int(config.serve.max_request_mb * 2**20))
     if config.serve.username is not None and config.serve.password is not None:
         app.add_middleware(BasicAuthMiddleware, username=config.serve.username, password=config.serve.password)

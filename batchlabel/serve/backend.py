@@ -135,6 +135,9 @@ class Backend:
 
     def _label(self, prompt: InteractivePrompt, schema: ProjectSchema) -> str:
         if prompt.label is not None:
+            if schema.labels and prompt.label not in schema.labels:
+                raise PredictError(422, f"the smart tool's label {str(prompt.label)[:100]!r} is not one of the "
+                                        f"labeling config's labels {list(schema.labels)[:20]}")
             return prompt.label
         if self.config.preannotate.default_label is not None:
             return self.config.preannotate.default_label

@@ -1,12 +1,14 @@
-"""ASGI middleware for the backend: access log with latency, HTTP basic auth, request body size limit.
+"""ASGI middleware for the backend: access log with latency, HTTP basic auth, request body size limit, and the last
+resort for unexpected exceptions.
 
 Pure ASGI (no ``BaseHTTPMiddleware``) so streaming and cancellation behave and the cost per request stays in
 microseconds. Order in :func:`batchlabel.serve.app.create_app`: access log (outermost, sees every status) -> basic
-auth -> body limit -> routes.
+auth -> body limit -> last resort -> routes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -14,6 +16,7 @@ import itertools
 import json
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
@@ -122,13 +125,19 @@ class BasicAuthMiddleware:
         )
 
 
+#: A request body must arrive within this many seconds (a slow client holds a connection no longer).
+BODY_TIMEOUT_S = 30.0
+
+
 class BodyLimitMiddleware:
     """Refuse request bodies over ``max_bytes`` with 413: by ``Content-Length`` up front, or while reading a chunked
-    body (the body is read here, up to the limit, and replayed to the app: the app would buffer it anyway)."""
+    body (the body is read here, up to the limit, and replayed to the app: the app would buffer it anyway). A body
+    that has not fully arrived after ``timeout_s`` is answered 408."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, timeout_s: float = BODY_TIMEOUT_S) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -147,8 +156,14 @@ class BodyLimitMiddleware:
                     return
         chunks: list[bytes] = []
         received = 0
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - asyncio.get_running_loop().time()))
+            except TimeoutError:
+                await _send_json(send, 408, {"error": f"request body not received within {self.timeout_s:g} s"},
+                                 [(b"connection", b"close")])
+                return
             if message["type"] != "http.request":  # client went away
                 return
             body = message.get("body", b"")
@@ -169,3 +184,35 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class LastResortMiddleware:
+    """No exception escapes a request: one the handlers did not map is logged with its traceback and an error id,
+    and answered ``500 {"error": "internal error <id> ..."}``, so the server keeps the keep-alive connection
+    (an exception reaching uvicorn makes it drop the connection, and the client's next request is reset)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # noqa: BLE001 - the last handler: log it, answer 500, keep serving
+            error_id = uuid.uuid4().hex[:12]
+            log.error("internal error id=%s path=%s: %s", error_id, scope.get("path"), exc.__class__.__name__,
+                      exc_info=True)
+            if started:
+                return  # the response is half sent: nothing valid can follow on this connection
+            await _send_json(send, 500, {"error": f"internal error {error_id} ({exc.__class__.__name__}); "
+                                                  "see the backend log for this id"})

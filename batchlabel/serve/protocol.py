@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from batchlabel.serve.limits import MAX_CONTEXT_REGIONS, check_context_numbers
 
 
 class _Payload(BaseModel):
@@ -40,9 +42,16 @@ class Task(_Payload):
 
 
 class Context(_Payload):
-    """The smart tool's regions. Items are validated one by one by :mod:`batchlabel.annotate.context`."""
+    """The smart tool's regions: their numbers are bounded here (:mod:`batchlabel.serve.limits`, a 422 naming the
+    field); items are then parsed one by one by :mod:`batchlabel.annotate.context`."""
 
-    result: list[dict[str, Any]] = Field(default_factory=list)
+    result: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_CONTEXT_REGIONS)
+
+    @field_validator("result")
+    @classmethod
+    def _bounded_numbers(cls, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        check_context_numbers(items)
+        return items
 
 
 class PredictParams(_Payload):

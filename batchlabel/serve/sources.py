@@ -2,9 +2,10 @@
 
 Three kinds of URL are accepted:
 - ``/data/local-files/?d=<path>`` (with or without Label Studio's scheme and host): read from disk **under the
-  document root only** (``config.storage.root``, the same folder Label Studio serves). ``..`` components, absolute
-  paths, drive letters, backslashes, NUL bytes, percent-encoded traversal left after Label Studio's single decode,
-  and symlinks resolving outside the root are refused with :class:`ImageSourceError` (403) and logged.
+  document root only** (``config.storage.root``, the same folder Label Studio serves). The ``d`` value is decoded
+  once and checked by :mod:`batchlabel.infer.confine` (the check ingestion, encode, check and build-dataset share):
+  ``..`` components, absolute paths, drive letters, backslashes, NUL bytes and symlinks resolving outside the root
+  are refused with :class:`ImageSourceError` (403) and logged; a name that merely contains ``%2e`` is a name.
 - ``/data/upload/...``: a file uploaded to Label Studio, fetched from ``config.label_studio.url`` with the API key.
 - ``http(s)://...`` elsewhere: refused unless ``serve.allow_remote_urls``.
 
@@ -19,15 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
+from batchlabel.infer.confine import PathConfinementError, confine_relative
 from batchlabel.sync.client import local_files_values
 
 log = logging.getLogger(__name__)
 
 UPLOAD_PREFIX = "/data/upload/"
-#: Percent-encoded dot, slash, backslash or percent left after the one decode Label Studio applies: a double-encoded
-#: traversal attempt (no real file name of a labeling project looks like this).
+#: Percent-encoded dot, slash, backslash or percent in an upload path, which Label Studio decodes again when
+#: forwarded: a double-encoded traversal attempt.
 _ENCODED_TRAVERSAL = re.compile(r"%(2e|2f|5c|25|00)", re.IGNORECASE)
-_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 class ImageSourceError(Exception):
@@ -66,36 +67,21 @@ def _refuse(url: str, reason: str, *, status_code: int = 403) -> ImageSourceErro
 def resolve_local_path(relative: str, root: Path, *, url: str | None = None) -> LocalImage:
     """Resolve the already-decoded ``d`` parameter of a local-files URL to an existing file inside ``root``.
 
-    Raises :class:`ImageSourceError`: 403 for anything that could leave ``root`` (checked both lexically and after
-    resolving symlinks), 404 when the file does not exist.
+    The path is decoded exactly once (by the URL parser): a file really named ``lit%2e%2e.jpg`` is served, and the
+    decoded path is checked by :func:`batchlabel.infer.confine.confine_relative` (lexically and after resolving
+    symlinks). Raises :class:`ImageSourceError`: 403 for anything that could leave ``root``, 404 when the file does
+    not exist, 400 for an empty path.
     """
     shown = url if url is not None else relative
-    if not relative:
-        raise _refuse(shown, "empty path", status_code=400)
-    if "\x00" in relative:
-        raise _refuse(shown, "NUL byte in path")
-    if "\\" in relative:
-        raise _refuse(shown, "backslash in path")
-    if _ENCODED_TRAVERSAL.search(relative):
-        raise _refuse(shown, "percent-encoded characters left in path (double encoding)")
-    if relative.startswith("/") or relative.startswith("~") or _DRIVE.match(relative):
-        raise _refuse(shown, "absolute path")
-    parts = PurePosixPath(relative).parts
-    if any(part == ".." for part in parts):
-        raise _refuse(shown, "'..' in path")
-    root_resolved = root.resolve()
-    candidate = root_resolved.joinpath(*parts)
     try:
-        resolved = candidate.resolve(strict=True)
-    except FileNotFoundError:
-        raise ImageSourceError(404, f"image {relative!r} not found under the document root") from None
-    except (OSError, RuntimeError) as exc:  # RuntimeError: symlink loop on Python < 3.13
-        raise _refuse(shown, f"cannot resolve path ({exc.__class__.__name__})") from None
-    if not resolved.is_relative_to(root_resolved):
-        raise _refuse(shown, "resolves outside the document root (symlink)")
-    if not resolved.is_file():
-        raise ImageSourceError(404, f"image {relative!r} is not a file under the document root")
-    return LocalImage(path=resolved, relative=relative)
+        path = confine_relative(relative, root)
+    except PathConfinementError as exc:
+        if exc.outside:
+            raise _refuse(shown, exc.reason) from None
+        if not relative:
+            raise _refuse(shown, exc.reason, status_code=400) from None
+        raise ImageSourceError(404, f"image {relative!r} not found under the document root ({exc.reason})") from None
+    return LocalImage(path=path, relative=relative)
 
 
 def resolve_image_url(

@@ -176,7 +176,8 @@ def connect(
     if not base_url:
         raise LabelStudioError("connect", None, "label_studio.url is not set and no embedded server URL was given")
     if not key:
-        raise LabelStudioError("connect", None, "label_studio.api_key is not set (use ${LABEL_STUDIO_API_KEY})")
+        raise LabelStudioError("connect", None, "label_studio.api_key is not set (set it in the config, or export "
+                                                "the ${VAR} it names; `batchlabel check` says which)")
     timeout = ls_config.timeout_s
     if not looks_like_jwt(key):
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from batchlabel.infer.embedding import ImageEmbedding
+from batchlabel.infer.preprocess import input_size_for
 from batchlabel.infer.store import EmbeddingStore
 
 SHAPE = (1, 256, 8, 8)  # small features keep the tests fast; the store does not care about the spatial size
@@ -23,7 +24,8 @@ def _sha(i: int) -> str:
 def _embedding(i: int, model_id: str = "litemedsam@79d8c9dc", shape: tuple[int, ...] = SHAPE) -> ImageEmbedding:
     features = np.random.default_rng(i).standard_normal(shape).astype(np.float32)
     return ImageEmbedding(
-        features=features, original_size=(300 + i, 451), input_size=(170, 256), model_id=model_id,
+        features=features, original_size=(300 + i, 451), input_size=input_size_for((300 + i, 451), 256),
+        model_id=model_id,
         precision="fp32", image_sha256=_sha(i), exif_orientation=6, created=1000.0 + i,
     )
 
@@ -39,7 +41,7 @@ def test_round_trip_is_float16_and_keyed_by_model(tmp_path: Path) -> None:
     assert got.features.dtype == np.float16 and not got.features.flags.writeable
     np.testing.assert_allclose(got.features, original.features, rtol=1e-3, atol=1e-3)
     assert (got.original_size, got.input_size, got.exif_orientation, got.precision, got.created) == (
-        (301, 451), (170, 256), 6, "fp32", 1001.0)
+        (301, 451), (171, 256), 6, "fp32", 1001.0)
     assert store.get(original.image_sha256, "sam_vit_b@ec2df627") is None
     npy = next(tmp_path.rglob("*.npy"))
     assert 2 * 1024 * 1024 <= npy.stat().st_size < 2 * 1024 * 1024 + 4096  # float16 on disk: ~2 MiB
