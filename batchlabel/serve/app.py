@@ -61,6 +61,7 @@ def build_backend(config: Config, *, model: Any = None, store: StoreLike | None 
     from batchlabel.infer.encoder import BatchEncoder
     from batchlabel.ingest.preannotate import model_version_for
     from batchlabel.serve.decoders import select_decoder
+    from batchlabel.serve.request_counts import InteractiveRequestCounts
 
     if model is None:
         from batchlabel.infer.models import load_model
@@ -92,6 +93,7 @@ def build_backend(config: Config, *, model: Any = None, store: StoreLike | None 
         decoder=select_decoder(model, backend=config.model.backend, onnx_dir=config.cache.dir / "onnx"),
         provider=provider,
         model_version=model_version_for(config, model.model_id),
+        request_counts=InteractiveRequestCounts(config.cache.dir),
     )
     return backend, fetcher
 
