@@ -59,13 +59,18 @@ class LabelTally:
     final_objects: int = 0
     requests: int = 0
 
-    def to_json(self, *, requests_known: bool) -> dict[str, Any]:
-        return {
+    def to_json(self, *, requests_known: bool, with_times: bool = True) -> dict[str, Any]:
+        counts = {
             "predicted": self.predicted,
             "reviewed": self.reviewed,
             **{outcome: self.outcomes[outcome] for outcome in OUTCOMES},
             "added": self.added,
             "mean_iou": round(float(np.mean(self.ious)), 4) if self.ious else None,
+        }
+        if not with_times:
+            return counts
+        return {
+            **counts,
             "median_lead_time_s": round(statistics.median(self.seconds_per_object), 2)
             if self.seconds_per_object else None,
             "requests_per_object": round(self.requests / self.final_objects, 3)
@@ -100,11 +105,13 @@ class Scope:
         for label in match.added:
             self.labels[label].added += 1
 
-    def to_json(self, *, requests_known: bool) -> dict[str, Any]:
+    def to_json(self, *, requests_known: bool, with_times: bool = True) -> dict[str, Any]:
+        """Counts per label; ``with_times=False`` (model versions) leaves out times and requests, which belong to
+        the annotation, not to one version's prediction."""
         counts, _ = np.histogram(self.ious, bins=IOU_BIN_EDGES)
         return {
             "tasks": {"with_predictions": self.tasks, "reviewed": self.reviewed_tasks},
-            "labels": {label: tally.to_json(requests_known=requests_known)
+            "labels": {label: tally.to_json(requests_known=requests_known, with_times=with_times)
                        for label, tally in sorted(self.labels.items())},
             "iou_histogram": {"bin_edges": list(IOU_BIN_EDGES), "counts": [int(c) for c in counts]},
         }
@@ -287,7 +294,8 @@ def report_json(data: ReportData, *, manual_s_per_object: float, baseline_source
             "predictions_ids_only": data.predictions_ids_only,
         },
         "model_versions": {
-            version: scope.to_json(requests_known=False) for version, scope in sorted(data.versions.items())
+            version: scope.to_json(requests_known=False, with_times=False)
+            for version, scope in sorted(data.versions.items())
         },
         "labels": overall["labels"],
         "iou_histogram": overall["iou_histogram"],

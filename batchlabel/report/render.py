@@ -34,7 +34,8 @@ def render_chart(report: Mapping[str, Any], path: Path) -> Path:
     labels = report["labels"]
     names = list(labels)
     figure, (bars, histogram) = plt.subplots(
-        1, 2, figsize=(12, max(3.5, 0.55 * len(names) + 2)), gridspec_kw={"width_ratios": [3, 2]}
+        1, 2, figsize=(12, max(3.8, 0.55 * len(names) + 2.3)), gridspec_kw={"width_ratios": [3, 2]},
+        layout="constrained",
     )
     left = [0] * len(names)
     positions = list(range(len(names)))
@@ -50,21 +51,21 @@ def render_chart(report: Mapping[str, Any], path: Path) -> Path:
     bars.set_xlabel("objects in reviewed tasks")
     tasks = report["tasks"]
     bars.set_title(f"What review did to the predicted objects ({tasks['reviewed']} of {tasks['total']} tasks reviewed)")
-    bars.legend(loc="lower right", fontsize=9, ncols=len(SEGMENTS), bbox_to_anchor=(1.0, -0.32 if names else 0))
+    handles, legend_labels = bars.get_legend_handles_labels()
+    figure.legend(handles, legend_labels, loc="outside lower left", ncols=len(SEGMENTS), fontsize=9)
     bars.xaxis.get_major_locator().set_params(integer=True)
     edges = report["iou_histogram"]["bin_edges"]
     counts = report["iou_histogram"]["counts"]
     histogram.bar(edges[:-1], counts, width=[b - a for a, b in zip(edges[:-1], edges[1:], strict=True)],
                   align="edge", color="#56B4E9", edgecolor="#0072B2")
-    histogram.axvline(0.5, color="#D55E00", linestyle="--", linewidth=1, label="match 0.5")
-    histogram.axvline(0.95, color="#009E73", linestyle="--", linewidth=1, label="accept 0.95")
+    histogram.axvline(0.5, color="#D55E00", linestyle="--", linewidth=1.5, label="match 0.5", zorder=3)
+    histogram.axvline(0.95, color="#009E73", linestyle="--", linewidth=1.5, label="accept 0.95", zorder=3)
     histogram.set_xlim(0, 1)
     histogram.set_xlabel("IoU of predicted object with its final object (0 = deleted)")
     histogram.set_ylabel("predicted objects")
     histogram.set_title("IoU after review")
     histogram.yaxis.get_major_locator().set_params(integer=True)
-    histogram.legend(fontsize=9, loc="upper center")
-    figure.tight_layout()
+    histogram.legend(fontsize=9, loc="upper left")
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)
