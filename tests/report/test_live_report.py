@@ -60,7 +60,7 @@ def test_report_on_a_reviewed_live_project(
     from batchlabel.ingest.commands import run_command
     from batchlabel.report.commands import build_report
     from batchlabel.serve.app import create_app
-    from batchlabel.sync.client import find_project, iter_tasks, rel_path_from_url
+    from batchlabel.sync.client import find_project, iter_tasks, rel_path_from_url, request_json
     from batchlabel.sync.label_config import generate_label_config
     from batchlabel.sync.results import brush_result, rectangle_result
     from tests.dataset.test_live_project import export_json
@@ -148,8 +148,9 @@ def test_report_on_a_reviewed_live_project(
     (uncertain,) = report["uncertain"]
     assert uncertain["task_id"] == tasks[least]["id"]
     assert uncertain["url"] == f"{config.label_studio.url}/projects/{project.id}/data?task={tasks[least]['id']}"
-    view = ls.views.get(id=report["uncertain_tab_id"])
-    assert view.data["ordering"] == ["tasks:predictions_score"]
+    listed = request_json(ls, "GET", "api/tasks/", params={"project": project.id, "view": report["uncertain_tab_id"]})
+    by_score = sorted(("4.png", "5.png"), key=lambda name: predictions[name]["score"])
+    assert [task["id"] for task in listed["tasks"]] == [tasks[name]["id"] for name in by_score]  # unreviewed, ordered
     assert build_report(config, uncertain_tab=True, client=ls)["uncertain_tab_id"] == report["uncertain_tab_id"]
 
     # the CLI on a plain JSON export (predictions as ids): the reviewed counts are the same
