@@ -72,6 +72,9 @@ def format_report(report: dict[str, Any]) -> str:
     """The human-readable summary on stdout."""
     tasks = report["tasks"]
     lines = [f"tasks: {tasks['total']} ({tasks['reviewed']} reviewed, {tasks['unreviewed']} unreviewed)"]
+    if tasks["predictions_ids_only"]:
+        lines.append(f"  {tasks['predictions_ids_only']} prediction(s) in the export are ids only and not counted "
+                     "(run on the live project to count them)")
     header = (f"  {'label':<16}{'pred':>6}{'rev':>6}{'acc':>6}{'edit':>6}{'relab':>6}{'del':>6}{'add':>6}"
               f"{'mIoU':>8}{'s/obj':>8}{'req/obj':>9}")
 
@@ -97,6 +100,8 @@ def format_report(report: dict[str, Any]) -> str:
                  "annotations)")
     lines.append(f"time saved (estimate, baseline {saved['baseline_s_per_object']} s per object): "
                  f"{saved['saved_s']} s of {saved['manual_s']} s")
+    if report.get("uncertain") == []:
+        lines.append("  uncertain: no unreviewed task with a scored prediction")
     for task in report.get("uncertain") or []:
         lines.append(f"  uncertain: task {task['task_id']} score {task['score']:.3f} {task['url'] or ''}".rstrip())
     for failure in report["failures"][:20]:
