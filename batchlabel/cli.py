@@ -87,6 +87,15 @@ def _export_onnx_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", help="output folder (default: <cache.dir>/onnx)")
 
 
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from-export", metavar="FILE", help="read a Label Studio JSON export instead of the project")
+    parser.add_argument("--out", metavar="DIR", help="also write report.json, report.png and report.html here")
+    parser.add_argument("--uncertain", type=int, metavar="N", help="list the N least certain unreviewed tasks")
+    parser.add_argument("--uncertain-tab", action="store_true",
+                        help="create or update the Data Manager tab 'uncertain first' (live project)")
+    _json_flag(parser)
+
+
 def _up_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-watch", action="store_true", help="do not start the ingestion daemon")
 
@@ -110,6 +119,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                "batchlabel.commands.dataset:preview_command", _preview_arguments),
     Subcommand("export-onnx", "export the configured model's encoder and decoder to ONNX for the fast CPU path",
                "batchlabel.commands.encode:export_onnx_command", _export_onnx_arguments),
+    Subcommand("report", "what the assistance saved: outcomes per label and model version, times, uncertain tasks",
+               "batchlabel.commands.report:report_command", _report_arguments),
     Subcommand("up", "the whole stack: embedded Label Studio, project, ML backend and the watcher",
                "batchlabel.commands.up:up_command", _up_arguments),
 )

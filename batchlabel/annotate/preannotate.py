@@ -14,7 +14,8 @@ Modes (``preannotate.mode``):
 - ``none``: no prediction (:func:`preannotate` returns None).
 
 Outputs per object as ``preannotate.outputs`` (brush RLE, polygon, rectangle), each item scored with the predicted IoU;
-the prediction's ``score`` is the mean over objects.
+the prediction's ``score`` is its least certain object's (the minimum), so Label Studio's Data Manager ordered by
+prediction score shows the least certain images first.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def preannotate(config: Config, decoder: Any, embedding: ImageEmbedding, task: M
         return None
     model_id = getattr(embedding, "model_id", "") or ""
     version = model_version_for(config, model_id)
-    return {"result": result, "score": round(float(np.mean(scores)), 4), "model_version": version}
+    return {"result": result, "score": round(min(scores), 4), "model_version": version}
 
 
 # -- everything ------------------------------------------------------------------------------------------------------

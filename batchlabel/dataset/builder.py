@@ -150,7 +150,7 @@ def export_fingerprint(path: Path, *, labels: list[str], options: BuildOptions) 
     return fingerprint(entries, labels=labels, options=options.output_options())
 
 
-def _labels_of(source: ExportSource, config: Any) -> list[str]:
+def labels_of(source: ExportSource, config: Any) -> list[str]:
     from batchlabel.sync.label_config import parse_control_names
 
     try:
@@ -236,7 +236,7 @@ def build_dataset(
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.work-") as work_name:
         work = Path(work_name)
         source = _source(config, options, work, client)
-        labels = _labels_of(source, config)
+        labels = labels_of(source, config)
         if options.if_changed:
             previous = read_manifest(options.compare_with or out)
             current = export_fingerprint(source.path, labels=labels, options=options)

@@ -66,6 +66,7 @@ def build_backend(config: Config, *, model: Any = None, store: StoreLike | None 
     """Load (or take) the model and store, and wire the backend. Returns ``(backend, fetcher)``."""
     from batchlabel.annotate.preannotate import model_version_for
     from batchlabel.infer.engine import build_engine
+    from batchlabel.serve.request_counts import InteractiveRequestCounts
 
     # No store on the encoder: the provider looks up and stores itself (one lookup per miss, under its per-image lock).
     engine = build_engine(config.model, config.cache, model=model, store=store,  # type: ignore[arg-type]
@@ -88,6 +89,7 @@ def build_backend(config: Config, *, model: Any = None, store: StoreLike | None 
         decoder=engine.decoder,
         provider=provider,
         model_version=model_version_for(config, model.model_id),
+        request_counts=InteractiveRequestCounts(config.cache.dir),
     )
     return backend, fetcher
 

@@ -29,6 +29,7 @@ from batchlabel.infer.decoder import Prompt, decode_threads
 from batchlabel.infer.embedding import ImageEmbedding
 from batchlabel.serve.embedding_lookup import EmbeddingProvider
 from batchlabel.serve.protocol import Prediction, PredictRequest, PredictResponse, Task
+from batchlabel.serve.request_counts import InteractiveRequestCounts
 from batchlabel.serve.sources import ImageSourceError, resolve_image_url
 from batchlabel.serve.threads import CoreBudget, cpu_cores, torch_threads
 from batchlabel.sync.label_config import ControlNames, load_label_config, parse_control_names
@@ -83,6 +84,7 @@ class Backend:
         max_concurrent_decodes: cores shared out among decodes (default: all cores; a decode alone uses them all,
             concurrent decodes split them, one thread each at least: :class:`batchlabel.serve.threads.CoreBudget`).
         batch_threads: torch threads for batch pre-annotation (default: all cores).
+        request_counts: where answered interactive requests are counted per task and label (``batchlabel report``).
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class Backend:
         model_version: str,
         max_concurrent_decodes: int | None = None,
         batch_threads: int | None = None,
+        request_counts: InteractiveRequestCounts | None = None,
     ) -> None:
         self.config = config
         self.decoder = decoder
@@ -102,6 +105,7 @@ class Backend:
         self._cores = CoreBudget(max_concurrent_decodes or cpu_cores())
         self._batch_threads = batch_threads or cpu_cores()
         self._default_xml: str | None = None
+        self.request_counts = request_counts
 
     # -- helpers -------------------------------------------------------------------------------------------------
     def schema_for(self, label_config: str | None) -> ProjectSchema:
@@ -182,6 +186,8 @@ class Backend:
             raise PredictError(422, str(exc)) from None
         format_ms = (time.perf_counter() - format_start) * 1000.0
         best = float(scores.max()) if scores.size else 0.0
+        if self.request_counts is not None and task.id is not None:
+            self.request_counts.record(request.project, task.id, label)
         log.info(
             "interactive task=%s prompt=%s points=%d label=%r embedding=%s lookup_ms=%.1f decode_ms=%.1f "
             "format_ms=%.1f total_ms=%.1f score=%.3f candidates=%d",

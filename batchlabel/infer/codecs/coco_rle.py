@@ -17,7 +17,7 @@ def _mask_utils() -> Any:
     return mask_utils
 
 
-def _as_pycocotools(rle: dict[str, Any]) -> dict[str, Any]:
+def as_pycocotools(rle: dict[str, Any]) -> dict[str, Any]:
     """A COCO RLE dict (compressed ``str``/``bytes`` counts, or uncompressed ``list`` counts) as pycocotools wants."""
     try:
         size = [int(v) for v in rle["size"]]
@@ -46,14 +46,14 @@ def mask_to_coco_rle(mask: np.ndarray) -> dict[str, Any]:
 
 def coco_rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
     """COCO RLE (compressed or uncompressed counts) -> (H, W) bool mask. Mirror of :func:`mask_to_coco_rle`."""
-    return _mask_utils().decode(_as_pycocotools(rle)).astype(bool)
+    return _mask_utils().decode(as_pycocotools(rle)).astype(bool)
 
 
 def coco_rle_area(rle: dict[str, Any]) -> int:
     """Number of foreground pixels of a COCO RLE (what COCO's ``area`` of a mask annotation must be)."""
-    return int(_mask_utils().area(_as_pycocotools(rle)))
+    return int(_mask_utils().area(as_pycocotools(rle)))
 
 
 def coco_rle_bbox(rle: dict[str, Any]) -> list[float]:
     """COCO ``bbox`` ``[x, y, width, height]`` (pixel edges) of a COCO RLE; ``[0, 0, 0, 0]`` when empty."""
-    return [float(v) for v in _mask_utils().toBbox(_as_pycocotools(rle))]
+    return [float(v) for v in _mask_utils().toBbox(as_pycocotools(rle))]
