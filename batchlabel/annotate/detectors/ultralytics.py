@@ -30,6 +30,7 @@ INSTALL_HINT = "pip install 'batchlabel[ultralytics]' (or `make install`, which 
 
 def _import_yolo(settings_dir: Path) -> Any:
     os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_VERBOSE", "False")  # its logger prints to stdout (would break `run --json`)
     os.environ.setdefault("YOLO_CONFIG_DIR", str(settings_dir))
     settings_dir.mkdir(parents=True, exist_ok=True)
     try:
