@@ -9,6 +9,10 @@ BIN := $(VENV)/bin
 TORCH_PAIR ?= torch==2.14.1 torchvision==0.29.1
 LABEL_STUDIO ?= label-studio==1.23.2
 MMENGINE ?= mmengine==0.10.7
+# The batchlabel[ultralytics] extra (AGPL-3.0) for the detect tests and the offline demo: installed --no-deps with its
+# needs listed here, because its opencv-python requirement would clobber opencv-python-headless.
+ULTRALYTICS ?= ultralytics==8.4.190
+ULTRALYTICS_NEEDS ?= matplotlib requests psutil "polars>=0.20" "ultralytics-thop>=2.2.3"
 CONFIG ?= configs/cats.yaml
 PYTEST_ARGS ?=
 PIP_QUIET := --quiet --disable-pip-version-check
@@ -24,6 +28,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -c "import torch, torchvision" || { echo "torch/torchvision install failed"; exit 1; }
 	$(BIN)/pip install $(PIP_QUIET) $(TORCH_PAIR) -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/pip install $(PIP_QUIET) --no-deps $(MMENGINE) 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/pip install $(PIP_QUIET) $(TORCH_PAIR) $(ULTRALYTICS_NEEDS) 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/pip install $(PIP_QUIET) --no-deps $(ULTRALYTICS) 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -c "import batchlabel, segment_anything, label_studio_sdk, pycocotools" || { echo "install failed"; exit 1; }
 	touch $@
 

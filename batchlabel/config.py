@@ -116,8 +116,52 @@ class ModelConfig(_Section):
         return self
 
 
+class DetectorConfig(_Section):
+    """``preannotate.detector``: the object detector of mode ``detect`` (see ``batchlabel/annotate/detect.py``)."""
+
+    model: str = Field(description="a local checkpoint (.pt), a local Hugging Face directory, or a hub id")
+    kind: Literal["auto", "ultralytics", "sam3"] = Field(
+        default="auto", description="auto: .pt file -> ultralytics, a directory or hub id of a SAM 3 model -> sam3"
+    )
+    classes: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="label -> the detector's class names (closed vocabulary) or text prompts; default: the label",
+    )
+    min_score: float | dict[str, float] = Field(default=0.25, description="detector confidence, or per label")
+    max_objects: int = Field(default=100, gt=0)
+    overlap_iou: float = Field(
+        default=0.7, ge=0, le=1, description="boxes of different labels overlapping more than this: keep the best"
+    )
+    device: str = Field(default="auto", description="auto (model.device) | cpu | cuda | cuda:N")
+
+    @field_validator("min_score")
+    @classmethod
+    def _scores_in_range(cls, value: float | dict[str, float]) -> float | dict[str, float]:
+        scores = value.values() if isinstance(value, dict) else [value]
+        if any(not 0 <= score <= 1 for score in scores):
+            raise ValueError(f"expected a number in [0, 1] (or a label -> number mapping), got {value!r}")
+        return value
+
+    @field_validator("classes")
+    @classmethod
+    def _names_given(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        empty = [label for label, names in value.items() if not names or not all(n.strip() for n in names)]
+        if empty:
+            raise ValueError(f"labels {empty} need at least one non-empty class name or prompt")
+        return value
+
+    def names_for(self, labels: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+        """label -> detector class names / prompts for every label (a label not in ``classes`` uses its name)."""
+        return {label: tuple(self.classes.get(label, (label,))) for label in labels}
+
+    def min_score_for(self, label: str) -> float:
+        if isinstance(self.min_score, dict):
+            return float(self.min_score.get(label, 0.25))
+        return float(self.min_score)
+
+
 class PreannotateConfig(_Section):
-    mode: Literal["everything", "boxes", "points", "none"] = "everything"
+    mode: Literal["everything", "boxes", "points", "detect", "none"] = "everything"
     default_label: str | None = None
     outputs: tuple[Literal["brush", "polygon", "rectangle"], ...] = ("brush", "rectangle")
     min_score: float = Field(default=0.88, ge=0, le=1, description="minimum predicted IoU of a kept mask")
@@ -128,6 +172,13 @@ class PreannotateConfig(_Section):
     polygon_tolerance_px: float = Field(default=1.5, ge=0)
     boxes_from: tuple[Literal["tasks", "coco", "sidecar"], ...] = ("tasks",)
     coco_file: Path | None = None
+    detector: DetectorConfig | None = None
+
+    @model_validator(mode="after")
+    def _detect_needs_detector(self) -> PreannotateConfig:
+        if self.mode == "detect" and self.detector is None:
+            raise ValueError("mode: detect needs a `detector` section (at least `detector.model`)")
+        return self
 
 
 GIB = 1 << 30
@@ -218,6 +269,16 @@ class Config(_Section):
                 f"preannotate.default_label {pre.default_label!r} is not one of label_studio.labels "
                 f"{list(self.label_studio.labels)}"
             )
+        detector = pre.detector
+        unknown = sorted(set(detector.classes) - set(labels)) if detector is not None and labels else []
+        if unknown:
+            raise ValueError(f"preannotate.detector.classes: {unknown} not in label_studio.labels {list(labels)}")
+        if detector is not None and isinstance(detector.min_score, dict) and labels:
+            unknown = sorted(set(detector.min_score) - set(labels))
+            if unknown:
+                raise ValueError(
+                    f"preannotate.detector.min_score: {unknown} not in label_studio.labels {list(labels)}"
+                )
         return self
 
     def unset_hint(self, key_path: str, fallback: str) -> str:
@@ -296,7 +357,17 @@ def _resolve_relative_paths(config: Config, base: Path) -> Config:
     checkpoint = data["model"]["checkpoint"]
     if checkpoint not in ("auto", "random") and not Path(checkpoint).expanduser().is_absolute():
         data["model"]["checkpoint"] = str((base / checkpoint).resolve())
+    detector = data["preannotate"]["detector"]
+    if detector is not None and not Path(detector["model"]).expanduser().is_absolute():
+        local = (base / Path(detector["model"]).expanduser()).resolve()
+        if local.exists() or not _is_hub_id(detector["model"]):
+            detector["model"] = str(local)
     return Config.model_validate(data)
+
+
+def _is_hub_id(model: str) -> bool:
+    """``org/name`` with no such local path: a Hugging Face hub id (other detector models are paths)."""
+    return re.fullmatch(r"[A-Za-z0-9_-][\w.-]*/[\w.-]+", model) is not None and not model.endswith(".pt")
 
 
 def _describe(error: dict[str, Any]) -> str:

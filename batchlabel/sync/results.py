@@ -185,8 +185,11 @@ def object_results(
     score: float | None = None,
     polygon_tolerance_px: float = 1.5,
     group_id: str | None = None,
+    box_xyxy: BoxXYXY | None = None,
 ) -> list[dict[str, Any]]:
     """The result items ``preannotate.outputs`` asks for, for one object's (H, W) bool mask.
+
+    The rectangle is ``box_xyxy`` (XYXY pixels, e.g. a detector's box) when given, else the mask's bounding box.
 
     ``outputs`` holds ``"brush"``, ``"polygon"`` and/or ``"rectangle"``; items come in that order and share one
     group id. An empty mask gives ``[]`` (Label Studio rejects empty brush regions and zero-size boxes). Raises
@@ -202,9 +205,10 @@ def object_results(
             f"preannotate.outputs asks for {missing} but the labeling config has no such tool "
             "(BrushLabels / PolygonLabels / RectangleLabels)"
         )
-    box = mask_to_box_xyxy(mask)
-    if box is None:
+    mask_box = mask_to_box_xyxy(mask)
+    if mask_box is None:
         return []
+    box = mask_box if box_xyxy is None else box_xyxy
     group = group_id or new_group_id()
     height, width = np.shape(mask)
     items: list[dict[str, Any]] = []

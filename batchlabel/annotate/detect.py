@@ -1,0 +1,216 @@
+"""``preannotate.mode: detect``: a detector's labelled boxes -> SAM masks on the image's cached embedding.
+
+Per image:
+
+1. Proposals: the detector's detections, computed once per (image sha256, detector, queries, thresholds) and kept in
+   :class:`~batchlabel.annotate.proposals.ProposalStore` (``<cache.dir>/proposals``); re-runs and serve's batch
+   ``/predict`` read them back. The detector runs on the image file (``storage.root`` + the task's path) at its
+   lowest per-label threshold.
+2. Filtering: each label's ``min_score``; then the **overlap rule**: proposals are taken by decreasing confidence and
+   one whose box overlaps (IoU > ``overlap_iou``) an already kept proposal of *another* label is dropped (the more
+   confident label wins; same-label overlaps are the detector's own NMS business); at most ``max_objects`` kept.
+3. Masks: a proposal without a mask (Ultralytics) becomes a box prompt to SAM's decoder on the embedding (any model
+   family); a detector's own mask (SAM 3) is used as is.
+4. Score of each object (and so of its result items): ``detector confidence x SAM predicted IoU``, or the detector's
+   confidence when the mask is the detector's. The rectangle output is the detector's box; brush/polygon the mask.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from batchlabel.annotate.detectors.base import Detection, Detector, DetectorError
+from batchlabel.annotate.proposals import ProposalStore, proposals_key
+
+if TYPE_CHECKING:
+    from batchlabel.config import Config, DetectorConfig
+    from batchlabel.infer.embedding import ImageEmbedding
+
+log = logging.getLogger(__name__)
+
+#: A detector slower than this per image on the CPU gets an up-front warning with its expected time.
+SLOW_DETECTOR_S = 5.0
+
+_LOCK = threading.Lock()
+_DETECTORS: dict[str, Detector] = {}
+_TIMINGS: dict[str, list[float]] = {}
+
+
+@dataclass(frozen=True)
+class DetectedObject:
+    """One object of a prediction: ``mask`` (H, W) bool at the embedding's size, ``box_xyxy`` pixels there."""
+
+    mask: np.ndarray
+    label: str
+    score: float
+    box_xyxy: tuple[float, float, float, float]
+
+
+def detector_device(config: Config) -> str:
+    """``preannotate.detector.device``, ``auto`` following ``model.device`` (cuda when available)."""
+    from batchlabel.infer.models import resolve_device
+
+    detector = _detector_config(config)
+    return str(resolve_device(config.model.device if detector.device == "auto" else detector.device))
+
+
+def _detector_config(config: Config) -> DetectorConfig:
+    detector = config.preannotate.detector
+    if detector is None:
+        raise DetectorError("preannotate.detector: not set (mode: detect needs it)")
+    return detector
+
+
+def get_detector(config: Config, labels: Sequence[str]) -> Detector:
+    """The process's detector for this config and labels (loaded once; thread-safe).
+
+    Raises :class:`~batchlabel.annotate.detectors.base.DetectorError` (missing checkpoint, extra not installed,
+    unknown class listing the detector's classes).
+    """
+    from batchlabel.annotate.detectors import load_detector
+
+    detector_config = _detector_config(config)
+    device = detector_device(config)
+    cache_key = json.dumps([detector_config.model_dump(mode="json"), list(labels), device], sort_keys=True)
+    with _LOCK:
+        detector = _DETECTORS.get(cache_key)
+        if detector is None:
+            started = time.perf_counter()
+            detector = load_detector(detector_config, tuple(labels), cache_dir=config.cache.dir, device=device)
+            log.info("detector %s loaded on %s in %.1f s (queries %s)", detector.detector_id, device,
+                     time.perf_counter() - started, dict(detector.queries))
+            if detector.slow_on_cpu_s >= SLOW_DETECTOR_S:
+                log.warning("detector %s on the CPU: expect ~%.0f s per image (the progress ETA includes it)",
+                            detector.detector_id, detector.slow_on_cpu_s)
+            _DETECTORS[cache_key] = detector
+    return detector
+
+
+def detection_threshold(detector_config: DetectorConfig, labels: Sequence[str]) -> float:
+    """The threshold the detector runs at: the lowest of the labels' ``min_score`` (filtered per label later)."""
+    return min((detector_config.min_score_for(label) for label in labels), default=0.0)
+
+
+def model_version_part(config: Config, labels: Sequence[str]) -> str:
+    """What ``model_version`` says about the detector: id, a digest of the queries, thresholds, overlap rule."""
+    import hashlib
+
+    detector_config = _detector_config(config)
+    queries = detector_config.names_for(tuple(labels))
+    digest = hashlib.sha256(json.dumps(queries, sort_keys=True).encode()).hexdigest()[:8]
+    score = detector_config.min_score
+    scores = ",".join(f"{k}:{v:g}" for k, v in sorted(score.items())) if isinstance(score, dict) else f"{score:g}"
+    return (f"det={get_detector(config, labels).detector_id} classes@{digest} conf>={scores} "
+            f"overlap<={detector_config.overlap_iou:g} max={detector_config.max_objects}")
+
+
+def proposals_for(config: Config, detector: Detector, image_sha256: str,
+                  image_path: Path | None) -> tuple[tuple[int, int], list[Detection]]:
+    """The image's stored proposals, or the detector's (stored for next time). ``image_path`` is read when needed.
+
+    Raises :class:`DetectorError` when they are not stored and the image cannot be read.
+    """
+    from batchlabel.infer.images import ImageLoadError, load_image
+
+    detector_config = _detector_config(config)
+    threshold = detection_threshold(detector_config, tuple(detector.queries))
+    key = proposals_key(detector.detector_id, detector.queries, threshold, detector_config.max_objects)
+    store = ProposalStore(config.cache.dir / "proposals")
+    stored = store.get(image_sha256, key)
+    if stored is not None:
+        return stored
+    if image_path is None:
+        raise DetectorError("mode detect: the task's image is not a local file under storage.root; cannot detect")
+    try:
+        loaded = load_image(image_path)
+    except ImageLoadError as error:
+        raise DetectorError(str(error)) from None
+    started = time.perf_counter()
+    detections = detector.detect([loaded.rgb], min_score=threshold)[0]
+    elapsed = time.perf_counter() - started
+    with _LOCK:
+        timings = _TIMINGS.setdefault(detector.detector_id, [])
+        timings.append(elapsed)
+        mean = float(np.mean(timings))
+    log.info("detect %s: %d proposal(s) in %.2f s (%s: %.2f s/image over %d image(s))", image_path.name,
+             len(detections), elapsed, detector.detector_id, mean, len(timings))
+    size = (int(loaded.rgb.shape[0]), int(loaded.rgb.shape[1]))
+    store.put(loaded.sha256, key, size, detections, detector_id=detector.detector_id)
+    return size, detections
+
+
+def _box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def select(detections: Sequence[Detection], detector_config: DetectorConfig) -> list[Detection]:
+    """Per-label ``min_score``, then the overlap rule across labels, then ``max_objects`` (module docstring)."""
+    kept: list[Detection] = []
+    for detection in sorted(detections, key=lambda d: -d.score):
+        if detection.score < detector_config.min_score_for(detection.label):
+            continue
+        if any(other.label != detection.label
+               and _box_iou(other.box_xyxy, detection.box_xyxy) > detector_config.overlap_iou for other in kept):
+            continue
+        kept.append(detection)
+        if len(kept) >= detector_config.max_objects:
+            break
+    return kept
+
+
+def _rescale(box: Sequence[float], size_from: tuple[int, int], size_to: tuple[int, int]) -> tuple[float, ...]:
+    sx, sy = size_to[1] / max(size_from[1], 1), size_to[0] / max(size_from[0], 1)
+    return (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+
+
+def detect_objects(config: Config, decoder: Any, embedding: ImageEmbedding, labels: Sequence[str],
+                   image_path: Path | None) -> list[DetectedObject]:
+    """The labelled, masked objects of one image (see the module docstring); [] when nothing is found.
+
+    Args:
+        config: the validated config (``preannotate.detector``, ``cache.dir``).
+        decoder: a ``MaskDecoder`` (``decode_many``) for the embedding's model.
+        embedding: the image's cached embedding; masks and boxes are at ``embedding.original_size``.
+        labels: the project's labels (the detector's queries).
+        image_path: the image file, read only when its proposals are not stored yet.
+    """
+    from batchlabel.infer.decoder import Prompt
+
+    detector = get_detector(config, labels)
+    size, detections = proposals_for(config, detector, embedding.image_sha256, image_path)
+    chosen = select(detections, _detector_config(config))
+    if not chosen:
+        log.info("%s: no object of %s found by %s; no prediction", image_path.name if image_path else
+                 embedding.image_sha256[:12], list(labels), detector.detector_id)
+        return []
+    target = tuple(int(v) for v in embedding.original_size)
+    boxes = [_rescale(d.box_xyxy, size, target) for d in chosen]  # type: ignore[arg-type]
+    need_sam = [i for i, d in enumerate(chosen) if d.mask is None or d.mask.shape != target]
+    decoded = decoder.decode_many(embedding, [Prompt(box=np.asarray(boxes[i], np.float32)) for i in need_sam]) \
+        if need_sam else []
+    by_index = dict(zip(need_sam, decoded, strict=True))
+    objects = []
+    for index, detection in enumerate(chosen):
+        box = tuple(float(v) for v in boxes[index])
+        if index in by_index:
+            masks = by_index[index]
+            objects.append(DetectedObject(masks.masks[0], detection.label, detection.score * float(masks.scores[0]),
+                                          box))  # type: ignore[arg-type]
+        else:
+            assert detection.mask is not None
+            objects.append(DetectedObject(detection.mask, detection.label, detection.score, box))  # type: ignore[arg-type]
+    return objects
+
