@@ -46,6 +46,10 @@ def _open_journal(config: Config) -> Any:
 
 def encode_command(config: Config, args: argparse.Namespace) -> int:
     """Encode every image under the document root into the embedding store. See the module docstring."""
+    if getattr(args, "ray", None) is not None:
+        from batchlabel.ingest.ray_encode import ray_encode_command
+
+        return ray_encode_command(config, args)
     from batchlabel.infer.encoder import BatchEncoder
     from batchlabel.infer.models import WeightsUnavailableError, load_model
     from batchlabel.infer.store import EmbeddingStore
