@@ -49,7 +49,8 @@ LOCAL_ADDRESS = "local"
 
 
 class RayUnavailableError(RuntimeError):
-    """``--ray`` was given but the ``ray`` package is not installed, or the cluster cannot be reached."""
+    """``--ray`` cannot be used as asked: the ``ray`` package is not installed, the cluster cannot be reached, or
+    ``--ray-actors`` is not a positive count (a usage error: exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -191,8 +192,10 @@ def encode_on_cluster(
     """Encode ``rel_paths`` (POSIX, under ``storage.root``) into the store on the Ray cluster at ``address``.
 
     Every path yields one :class:`ClusterResult` (passed to ``on_result`` as it streams back, in completion order).
-    Raises :class:`RayUnavailableError` when Ray is missing or the cluster cannot be joined.
+    Raises :class:`RayUnavailableError` when Ray is missing, the cluster cannot be joined or ``actors`` < 1.
     """
+    if actors is not None and actors < 1:
+        raise RayUnavailableError(f"--ray-actors must be at least 1, got {actors}")
     summary = ClusterSummary()
     started = time.perf_counter()
     if not rel_paths:
