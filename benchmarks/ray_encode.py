@@ -87,8 +87,9 @@ def main() -> None:
         folder = Path(tmp)
         (folder / "images").mkdir()
         _write_images(folder / "images", args.images, args.size)
-        cluster = TwoNodeCluster(folder / "ray").start()
+        cluster = TwoNodeCluster(folder / "ray")
         try:
+            cluster.start()
             local = _encode(cluster.env, _config(folder, folder / "images", "local"))
             result["local"] = _figures(local, 1, local["stage_s"]["encode"])
             # what one actor computes with (Ray gives a num_cpus=1 actor one OpenMP thread): the fair baseline

@@ -291,20 +291,19 @@ class _Progress:
             print(line, file=sys.stderr)
 
 
-class _progress:  # noqa: N801 - used as a context manager, like a function
-    def __init__(self, args: argparse.Namespace, total: int, desc: str) -> None:
-        self.bar = None
-        if sys.stderr.isatty() and not getattr(args, "no_progress", False) and not getattr(args, "json", False):
-            from tqdm import tqdm
+@contextlib.contextmanager
+def _progress(args: argparse.Namespace, total: int, desc: str) -> Iterator[_Progress]:
+    """The command's one progress bar (a tqdm bar on a terminal unless ``--no-progress``/``--json``)."""
+    bar = None
+    if sys.stderr.isatty() and not getattr(args, "no_progress", False) and not getattr(args, "json", False):
+        from tqdm import tqdm
 
-            self.bar = tqdm(total=total, unit="img", desc=f"{desc} (ray)", file=sys.stderr)
-
-    def __enter__(self) -> _Progress:
-        return _Progress(self.bar)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        bar = tqdm(total=total, unit="img", desc=f"{desc} (ray)", file=sys.stderr)
+    try:
+        yield _Progress(bar)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def pending_rel_paths(config: Config) -> Iterator[str]:

@@ -39,9 +39,9 @@ JOB_TIMEOUT_S = 900
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodeCluster]:
-    nodes = TwoNodeCluster(tmp_path_factory.mktemp("ray")).start()
+    nodes = TwoNodeCluster(tmp_path_factory.mktemp("ray"))
     try:
-        yield nodes
+        yield nodes.start()  # inside the try: a start interrupted half-way is stopped too
     finally:
         nodes.stop()
 
@@ -55,11 +55,12 @@ def _cli(cluster: TwoNodeCluster, *args: str) -> subprocess.Popen[str]:
                             text=True)
 
 
-def _report(process: subprocess.Popen[str]) -> dict:
+def _report(process: subprocess.Popen[str], *, exit_code: int = 0) -> tuple[dict, str]:
+    """The command's JSON report and its stderr."""
     out, err = process.communicate(timeout=JOB_TIMEOUT_S)
-    assert process.returncode == 0, err[-3000:]
+    assert process.returncode == exit_code, err[-3000:]
     assert out.lstrip().startswith("{"), f"stdout is not the JSON report:\n{out[-3000:]}\nstderr:\n{err[-3000:]}"
-    return json.loads(out)
+    return json.loads(out), err
 
 
 @pytest.mark.slow
@@ -71,16 +72,19 @@ def test_cluster_encode_survives_a_lost_node_matches_local_and_run_pushes_withou
     for index, rgb in enumerate(sample_images(IMAGES, side=128)):
         write_png(root / f"img{index:02d}.png", rgb)
     config_path = write_yaml_config(config, tmp_path / "ray.yaml")
+    (root / "broken.png").write_bytes(b"not an image")  # reported by name, the rest goes on
     local = config.model_copy(update={"cache": config.cache.model_copy(update={"dir": tmp_path / "local-cache"})})
     local_path = write_yaml_config(local, tmp_path / "local.yaml")
-    assert main(["encode", str(local_path)]) == 0
+    assert main(["encode", str(local_path)]) == 1
 
     job = _cli(cluster, "encode", str(config_path), "--ray", cluster.address, "--ray-actors", "2", "--json")
     assert wait_for(lambda: _entries(config.embeddings_dir) or job.poll() is not None, timeout_s=JOB_TIMEOUT_S)
     cluster.kill_second_node()  # a lost machine, mid-run: its actor's batch is retried on the head
-    report = _report(job)
-    assert (report["images"], report["failed"], report["actors"]) == (IMAGES, 0, 2)
+    report, err = _report(job, exit_code=1)
+    assert (report["images"], report["failed"], report["actors"]) == (IMAGES + 1, 1, 2)
     assert report["encoded"] + report["cached"] == IMAGES  # one outcome per file, none twice
+    assert [failure["path"] for failure in report["failures"]] == ["broken.png"]
+    assert f"broken.png: {report['failures'][0]['reason']}" in err.splitlines()
 
     stored, reference = _entries(config.embeddings_dir), _entries(local.embeddings_dir)
     assert sorted(stored) == sorted(reference) and len(stored) == IMAGES
@@ -96,13 +100,15 @@ def test_cluster_encode_survives_a_lost_node_matches_local_and_run_pushes_withou
         np.testing.assert_allclose(ours.features.astype(np.float32), theirs.features.astype(np.float32), atol=2e-3)
     with Journal(config.journal_path) as journal:
         assert {record.rel_path: record.stage for record in journal.records()} == {
-            f"img{index:02d}.png": "encoded" for index in range(IMAGES)}
+            **{f"img{index:02d}.png": "encoded" for index in range(IMAGES)}, "broken.png": "failed"}
 
     written = {sha: path.stat().st_mtime_ns for sha, path in stored.items()}
     for index, rgb in enumerate(sample_images(IMAGES + 2, side=128)[IMAGES:], start=IMAGES):
         write_png(root / f"img{index:02d}.png", rgb)
-    ran = _report(_cli(cluster, "run", str(config_path), "--ray", cluster.address, "--json"))
-    assert (ran["ray"]["encoded"], ran["ray"]["cached"], ran["ray"]["failed"]) == (2, IMAGES, 0)
+    ran, _ = _report(_cli(cluster, "run", str(config_path), "--ray", cluster.address, "--json"), exit_code=1)
+    # the failed file is tried again (encode journaled no size/mtime for it) and fails fast; listed once at the end
+    assert (ran["ray"]["encoded"], ran["ray"]["cached"], ran["ray"]["failed"]) == (2, IMAGES, 1)
+    assert [failure["path"] for failure in ran["failures"]] == ["broken.png"]
     assert (ran["pushed"], ran["encoded"], ran["cached"]) == (IMAGES + 2, IMAGES + 2, IMAGES + 2)  # all from the store
     assert {sha: path.stat().st_mtime_ns for sha, path in _entries(config.embeddings_dir).items()
             if sha in written} == written  # nothing re-encoded, nothing rewritten
