@@ -200,7 +200,27 @@ def encode_on_cluster(
     started = time.perf_counter()
     if not rel_paths:
         return summary
+    owned = not _ray_initialized()  # a Ray this call joins or starts is left again before returning
     ray = connect(address)
+    try:
+        _run_on_cluster(ray, config, rel_paths, actors, summary, on_result)
+    finally:
+        if owned:
+            ray.shutdown()  # now, not at exit: Ray's parting messages must not follow the report on stdout
+    summary.wall_s = time.perf_counter() - started
+    return summary
+
+
+def _ray_initialized() -> bool:
+    try:
+        import ray
+    except ImportError:
+        return False
+    return bool(ray.is_initialized())
+
+
+def _run_on_cluster(ray: Any, config: Config, rel_paths: Sequence[str], actors: int | None, summary: ClusterSummary,
+                    on_result: Callable[[ClusterResult], None] | None) -> None:
     count, num_gpus, device = actor_layout(ray, config, actors)
     summary.actors, summary.num_gpus_per_actor = count, num_gpus
     from ray.data import DataContext
@@ -228,8 +248,6 @@ def encode_on_cluster(
         summary.add(result)
         if on_result is not None:
             on_result(result)
-    summary.wall_s = time.perf_counter() - started
-    return summary
 
 
 def ray_encode_command(config: Config, args: argparse.Namespace) -> int:
