@@ -21,12 +21,13 @@ PIP_QUIET := --quiet --disable-pip-version-check
 
 install: $(VENV)/.installed $(LS_VENV)/.installed
 
-# batchlabel and its dev extras (tests, lint, sample data); torch pinned as a pair first so nothing replaces it.
+# batchlabel with its dev extras (tests, lint, sample data) and the Ray extra (for its tests); torch pinned as a pair
+# first so nothing replaces it.
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install $(PIP_QUIET) $(TORCH_PAIR) 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -c "import torch, torchvision" || { echo "torch/torchvision install failed"; exit 1; }
-	$(BIN)/pip install $(PIP_QUIET) $(TORCH_PAIR) -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/pip install $(PIP_QUIET) $(TORCH_PAIR) -e '.[dev,ray]' 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/pip install $(PIP_QUIET) --no-deps $(MMENGINE) 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/pip install $(PIP_QUIET) $(TORCH_PAIR) $(ULTRALYTICS_NEEDS) 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/pip install $(PIP_QUIET) --no-deps $(ULTRALYTICS) 2>&1 | grep -v "^WARNING: Location" || true

@@ -39,8 +39,17 @@ def _json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print a machine-readable JSON summary on stdout")
 
 
+def _ray_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                        help="encode on a Ray cluster: auto, HOST:PORT of the head or ray://HOST:PORT "
+                             "(no ADDRESS: a local Ray); needs batchlabel[ray] and a store every node sees")
+    parser.add_argument("--ray-actors", type=int, metavar="N",
+                        help="model-holding Ray actors (default: one per GPU of the cluster, else one per CPU)")
+
+
 def _encode_arguments(parser: argparse.ArgumentParser) -> None:
     _json_flag(parser)
+    _ray_arguments(parser)
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +58,7 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry-failed", action="store_true",
                         help="retry every failed file now, permanent failures included (transient ones are retried "
                              "by every run with back-off anyway)")
+    _ray_arguments(parser)
 
 
 def _watch_arguments(parser: argparse.ArgumentParser) -> None:

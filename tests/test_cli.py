@@ -75,3 +75,26 @@ def test_check_fails_clearly(label_studio, tmp_path: Path, capsys: pytest.Captur
     out = capsys.readouterr().out
     assert expected in out
     assert "[FAIL]" in out
+
+
+@pytest.mark.parametrize(("argv", "ray", "actors"), [
+    (["encode", "c.yaml"], None, None),
+    (["encode", "c.yaml", "--ray"], "local", None),
+    (["run", "c.yaml", "--ray", "10.0.0.1:6379", "--ray-actors", "4"], "10.0.0.1:6379", 4),
+    (["run", "c.yaml", "--ray", "auto"], "auto", None),
+])
+def test_ray_options_of_encode_and_run(argv: list[str], ray: str | None, actors: int | None) -> None:
+    from batchlabel.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert (args.ray, args.ray_actors) == (ray, actors)
+
+
+def test_encode_ray_refuses_a_non_positive_actor_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.png").write_bytes(b"not read: the count is checked first")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"storage": {"root": str(tmp_path / "images")},
+                                      "label_studio": {"labels": ["cat"]}, "cache": {"dir": str(tmp_path / "c")}}))
+    assert main(["encode", str(config), "--ray", "--ray-actors", "0"]) == 2
+    assert "--ray-actors must be at least 1, got 0" in capsys.readouterr().err

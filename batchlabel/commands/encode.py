@@ -34,6 +34,10 @@ def find_images(root: Path, include: Iterable[str], exclude: Iterable[str] = ())
 
 def encode_command(config: Config, args: argparse.Namespace) -> int:
     """Encode every image under the document root into the embedding store. See the module docstring."""
+    if getattr(args, "ray", None) is not None:
+        from batchlabel.ingest.ray_encode import ray_encode_command
+
+        return ray_encode_command(config, args)
     from batchlabel.infer.engine import build_engine
     from batchlabel.infer.models import WeightsUnavailableError
     from batchlabel.ingest.journal import Journal

@@ -166,6 +166,10 @@ def _report_lines(summary: dict[str, Any]) -> list[str]:
         f"unchanged {summary['unchanged']}, encoded {summary['encoded']} ({summary['cached']} from the store), "
         f"predicted {summary['predicted']}, {summary['push_batches']} push batch(es) in {summary['seconds']} s",
     ]
+    if "ray" in summary:
+        ray = summary["ray"]
+        lines.append(f"Ray cluster: encoded {ray['encoded']}, already stored {ray['cached']}, failed {ray['failed']} "
+                     f"of {ray['images']} on {ray['actors']} actor(s) in {ray['wall_s']} s")
     for failure in summary["failures"]:
         lines.append(f"FAILED {failure['path']}: {failure['stage']}: {failure['reason']}")
     for rel in summary["not_pushed"]:
@@ -194,6 +198,15 @@ def run_command(config: Config, args: argparse.Namespace) -> int:
     as_json = bool(getattr(args, "json", False))
     started = time.perf_counter()
     stop = threading.Event()
+    cluster = None
+    if getattr(args, "ray", None) is not None:  # the encode stage on a Ray cluster first; the rest as below
+        from batchlabel.ingest.ray_encode import RayUnavailableError, prefetch_for_run
+
+        try:
+            cluster = prefetch_for_run(config, args).as_dict()
+        except RayUnavailableError as error:
+            print(f"batchlabel run: {error}", file=sys.stderr)
+            return EXIT_CONFIG
     try:
         with open_label_studio(config) as ls:
             progress = None
@@ -221,6 +234,8 @@ def run_command(config: Config, args: argparse.Namespace) -> int:
                 if progress is not None:
                     progress.close()
             summary = _summary(session, started, scanned)
+            if cluster is not None:
+                summary["ray"] = cluster
             session.journal.close()
     except _ConfigProblemError as problem:
         print(f"batchlabel run: config error\n{problem}", file=sys.stderr)

@@ -1,0 +1,346 @@
+"""Encoding on a Ray cluster: ``batchlabel encode --ray`` and the encode stage of ``batchlabel run --ray``.
+
+The driver (this process) makes the work list the way the local commands do (discovery's scan, the journal), hands
+it to Ray Data as a dataset of relative paths, and an actor pool encodes it::
+
+    driver: scan + journal -> ray.data.from_items(rel paths) -> map_batches(EncodeActor, concurrency=N)
+            -> rows stream back (progress bar, journal, per-file failures)
+    actor (one per GPU with num_gpus=1, else one CPU each): load_model once; BatchEncoder.encode_files(batch)
+            reading the files and writing into the embedding store
+
+Requirements: ``storage.root`` and ``cache.dir`` (the embedding store) are the same path on every node (a shared
+filesystem), and every node has batchlabel installed with the same model weights available. The store's ``put``
+is atomic per entry (temp file + ``os.replace``, the ``.json`` last) and content-addressed, so several actors and
+nodes write into it without locks, and a batch Ray retries after an actor or node was lost finds the images the lost
+actor had already stored (``cached``) and encodes only the rest.
+
+Ray Data restarts lost actors and retries their batches (its defaults ``max_restarts=-1``, ``max_task_retries=-1``);
+a re-run does only what is missing because the store is consulted before every encode.
+
+``ray`` is an optional extra (``pip install batchlabel[ray]``) imported only here, only with ``--ray``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import socket
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from batchlabel.config import Config
+
+log = logging.getLogger(__name__)
+
+ENCODE_STAGE = "encode"
+#: Object store of a Ray that ``--ray`` with no address starts in this process (rows are small: paths, hashes).
+LOCAL_OBJECT_STORE_BYTES = 256 * (1 << 20)
+LOCAL_ADDRESS = "local"
+
+
+class RayUnavailableError(RuntimeError):
+    """``--ray`` cannot be used as asked: the ``ray`` package is not installed, the cluster cannot be reached, or
+    ``--ray-actors`` is not a positive count (a usage error: exit 2)."""
+
+
+@dataclass(frozen=True)
+class ClusterResult:
+    """One file's outcome on the cluster: ``rel_path`` (POSIX, under ``storage.root``), ``sha256`` of its bytes
+    (None when unreadable), ``cached`` (the store had it), ``error`` (one line, None on success), ``encode_s`` (its
+    share of the actor's encoder time), ``node`` (host name, Ray node id prefix and process id of the actor that did
+    it), ``model_id`` (the actor's model)."""
+
+    rel_path: str
+    sha256: str | None
+    cached: bool
+    error: str | None
+    encode_s: float
+    node: str
+    model_id: str
+
+
+@dataclass
+class ClusterSummary:
+    """What a cluster encode did: counts per outcome, failures, which actors did the work."""
+
+    images: int = 0
+    encoded: int = 0
+    cached: int = 0
+    failures: list[dict[str, str]] = field(default_factory=list)
+    actors: int = 0
+    num_gpus_per_actor: float = 0.0
+    by_actor: Counter[str] = field(default_factory=Counter)
+    model_ids: set[str] = field(default_factory=set)
+    encode_s: float = 0.0
+    wall_s: float = 0.0
+
+    def add(self, result: ClusterResult) -> None:
+        self.images += 1
+        self.by_actor[result.node] += 1
+        self.model_ids.add(result.model_id)
+        self.encode_s += result.encode_s
+        if result.error is not None:
+            self.failures.append({"path": result.rel_path, "reason": result.error})
+        elif result.cached:
+            self.cached += 1
+        else:
+            self.encoded += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "images": self.images, "encoded": self.encoded, "cached": self.cached, "failed": len(self.failures),
+            "failures": self.failures, "actors": self.actors, "num_gpus_per_actor": self.num_gpus_per_actor,
+            "images_by_actor": dict(sorted(self.by_actor.items())), "encode_s": round(self.encode_s, 3),
+            "wall_s": round(self.wall_s, 3),
+        }
+
+
+class EncodeActor:
+    """Ray Data's callable class: loads the model once (``__init__``), then maps batches of relative paths to
+    outcome rows, encoding through the shared :class:`~batchlabel.infer.store.EmbeddingStore`.
+
+    Batch in: ``{"rel_path": (B,) str}``. Batch out: ``{"rel_path", "sha256" ("" when unreadable), "cached" (bool),
+    "error" ("" on success), "encode_s" (float), "node" (str), "model_id" (str)}``, each ``(B,)``.
+    """
+
+    def __init__(self, config: Config, device: str) -> None:
+        from batchlabel.infer.engine import build_engine
+
+        self.root = config.storage.root
+        engine = build_engine(config.model.model_copy(update={"device": device}), config.cache, decoder="none")
+        self.encoder = engine.encoder
+        import os
+
+        import ray
+
+        self.node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}/pid{os.getpid()}"
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rel_paths = [str(rel) for rel in batch["rel_path"]]
+        by_path = {str(self.root / rel): rel for rel in rel_paths}
+        rows: dict[str, list[Any]] = {key: [] for key in ("rel_path", "sha256", "cached", "error", "encode_s")}
+        for result in self.encoder.encode_files([self.root / rel for rel in rel_paths]):
+            rows["rel_path"].append(by_path[str(result.path)])
+            rows["sha256"].append(result.sha256 or "")
+            rows["cached"].append(bool(result.cached))
+            rows["error"].append(result.error or "")
+            rows["encode_s"].append(float(result.timings.encode_s))
+        out = {key: np.asarray(values) for key, values in rows.items()}
+        out["node"] = np.asarray([self.node] * len(rel_paths))
+        out["model_id"] = np.asarray([self.encoder.model_id] * len(rel_paths))
+        return out
+
+
+def connect(address: str | None) -> Any:
+    """Join the cluster at ``address`` (``auto``, ``HOST:PORT`` of a head, ``ray://HOST:PORT``), or start a small
+    local Ray in this process for ``None``/``local``. Returns the ``ray`` module.
+
+    Raises:
+        RayUnavailableError: ``ray`` is not installed or the cluster cannot be joined.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise RayUnavailableError(
+            "--ray needs the optional Ray extra: pip install 'batchlabel[ray]' (ray[data])"
+        ) from None
+    if ray.is_initialized():
+        return ray
+    try:
+        # log_to_driver off: actors' and raylets' lines would land on this process's stdout (the JSON report);
+        # they stay in the cluster's session logs, and a failing actor still raises here.
+        if address in (None, LOCAL_ADDRESS):
+            ray.init(object_store_memory=LOCAL_OBJECT_STORE_BYTES, include_dashboard=False,
+                     logging_level=logging.WARNING, log_to_driver=False)
+        else:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise RayUnavailableError(f"cannot join the Ray cluster at {address}: {error}") from None
+    return ray
+
+
+def actor_layout(ray: Any, config: Config, actors: int | None) -> tuple[int, float, str]:
+    """(actor count, GPUs per actor, model device): one actor per GPU with ``num_gpus=1`` when the cluster has GPUs
+    and ``model.device`` allows CUDA, else one CPU actor per cluster CPU; ``actors`` overrides the count."""
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    if gpus > 0 and config.model.device != "cpu":
+        return (actors or max(1, gpus)), 1.0, "cuda"
+    return (actors or max(1, int(resources.get("CPU", 1)))), 0.0, "cpu"
+
+
+def encode_on_cluster(
+    config: Config, rel_paths: Sequence[str], *, address: str | None, actors: int | None = None,
+    on_result: Callable[[ClusterResult], None] | None = None,
+) -> ClusterSummary:
+    """Encode ``rel_paths`` (POSIX, under ``storage.root``) into the store on the Ray cluster at ``address``.
+
+    Every path yields one :class:`ClusterResult` (passed to ``on_result`` as it streams back, in completion order).
+    Raises :class:`RayUnavailableError` when Ray is missing, the cluster cannot be joined or ``actors`` < 1.
+    """
+    if actors is not None and actors < 1:
+        raise RayUnavailableError(f"--ray-actors must be at least 1, got {actors}")
+    summary = ClusterSummary()
+    started = time.perf_counter()
+    if not rel_paths:
+        return summary
+    owned = not _ray_initialized()  # a Ray this call joins or starts is left again before returning
+    ray = connect(address)
+    try:
+        _run_on_cluster(ray, config, rel_paths, actors, summary, on_result)
+    finally:
+        if owned:
+            ray.shutdown()  # now, not at exit: Ray's parting messages must not follow the report on stdout
+    summary.wall_s = time.perf_counter() - started
+    return summary
+
+
+def _ray_initialized() -> bool:
+    try:
+        import ray
+    except ImportError:
+        return False
+    return bool(ray.is_initialized())
+
+
+def _run_on_cluster(ray: Any, config: Config, rel_paths: Sequence[str], actors: int | None, summary: ClusterSummary,
+                    on_result: Callable[[ClusterResult], None] | None) -> None:
+    count, num_gpus, device = actor_layout(ray, config, actors)
+    summary.actors, summary.num_gpus_per_actor = count, num_gpus
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = False  # one bar, the driver's
+    context.execution_options.preserve_order = False
+    log.info("encoding %d image(s) on the Ray cluster with %d actor(s) (%s GPU each)", len(rel_paths), count, num_gpus)
+    batch_size = max(1, config.model.batch_size)
+    # One block per batch (batch_size=None below: a block is a batch). With a batch_size Ray Data would bundle small
+    # blocks up to it and hand a few large tasks to the first actor ready, leaving the others idle.
+    dataset = ray.data.from_items([{"rel_path": rel} for rel in rel_paths],
+                                  override_num_blocks=math.ceil(len(rel_paths) / batch_size))
+    outcomes = dataset.map_batches(
+        EncodeActor, fn_constructor_kwargs={"config": config, "device": device},
+        compute=ray.data.ActorPoolStrategy(size=count, max_tasks_in_flight_per_actor=1), batch_size=None,
+        num_gpus=num_gpus, num_cpus=0 if num_gpus else 1, batch_format="numpy",
+    )
+    for row in outcomes.iter_rows():
+        result = ClusterResult(
+            rel_path=str(row["rel_path"]), sha256=str(row["sha256"]) or None, cached=bool(row["cached"]),
+            error=str(row["error"]) or None, encode_s=float(row["encode_s"]), node=str(row["node"]),
+            model_id=str(row["model_id"]),
+        )
+        summary.add(result)
+        if on_result is not None:
+            on_result(result)
+
+
+def ray_encode_command(config: Config, args: argparse.Namespace) -> int:
+    """``batchlabel encode CONFIG --ray [ADDRESS] [--ray-actors N]``: every image under the document root (the
+    same selection as the local ``encode``) encoded on the cluster; failures printed and journaled. Exit codes as
+    ``encode`` (2 also when Ray is missing or unreachable)."""
+    from batchlabel.ingest.discovery import PathFilter, scan
+    from batchlabel.ingest.journal import Journal
+
+    as_json = bool(getattr(args, "json", False))
+    root = config.storage.root
+    if not root.is_dir():
+        print(f"batchlabel encode: storage.root {root} is not a folder", file=sys.stderr)
+        return 2
+    rel_paths = sorted(path.relative_to(root).as_posix()
+                       for path in scan(root, PathFilter(config.storage.include, config.storage.exclude)))
+    address = args.ray if args.ray != LOCAL_ADDRESS else None
+    with Journal(config.journal_path) as journal, _progress(args, len(rel_paths), "encode") as progress:
+        def record(result: ClusterResult) -> None:
+            if result.error is not None:
+                progress.write(f"{result.rel_path}: {result.error}")
+                journal.mark_failed(result.rel_path, ENCODE_STAGE, result.error, result.sha256)
+            elif result.sha256 is not None:
+                journal.mark_encoded(result.rel_path, result.sha256, result.model_id)
+            progress.update()
+
+        try:
+            with contextlib.redirect_stdout(sys.stderr):  # Ray's own messages; stdout is the report's
+                summary = encode_on_cluster(config, rel_paths, address=address,
+                                            actors=getattr(args, "ray_actors", None), on_result=record)
+        except RayUnavailableError as error:
+            print(f"batchlabel encode: {error}", file=sys.stderr)
+            return 2
+    model_ids = sorted(summary.model_ids)
+    report = {**summary.as_dict(), "ray_address": args.ray, "model_id": ", ".join(model_ids)}
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"encoded {summary.encoded}, already stored {summary.cached}, failed {len(summary.failures)} of "
+              f"{summary.images} images with {report['model_id']} on {summary.actors} Ray actor(s) "
+              f"in {summary.wall_s:.1f} s")
+    return 1 if summary.failures else 0
+
+
+class _Progress:
+    """One tqdm bar on a terminal (``write`` keeps failure lines above it), plain stderr lines otherwise."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+
+    def update(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def write(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _progress(args: argparse.Namespace, total: int, desc: str) -> Iterator[_Progress]:
+    """The command's one progress bar (a tqdm bar on a terminal unless ``--no-progress``/``--json``)."""
+    bar = None
+    if sys.stderr.isatty() and not getattr(args, "no_progress", False) and not getattr(args, "json", False):
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="img", desc=f"{desc} (ray)", file=sys.stderr)
+    try:
+        yield _Progress(bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def pending_rel_paths(config: Config) -> Iterator[str]:
+    """The files ``run`` would work on: discovery's selection under ``storage.root`` minus those the journal has as
+    pushed, duplicate or failed with the same size and mtime (unchanged since)."""
+    from batchlabel.ingest.discovery import PathFilter, scan
+    from batchlabel.ingest.journal import Journal
+
+    root = config.storage.root
+    with Journal(config.journal_path) as journal:
+        for path in scan(root, PathFilter(config.storage.include, config.storage.exclude)):
+            rel = path.relative_to(root).as_posix()
+            record = journal.get(rel)
+            if record is not None and record.stage in ("pushed", "duplicate", "failed"):
+                stat = path.stat()
+                if record.size == stat.st_size and record.mtime_ns == stat.st_mtime_ns:
+                    continue
+            yield rel
+
+
+def prefetch_for_run(config: Config, args: argparse.Namespace) -> ClusterSummary:
+    """``run --ray``: encode the pending files on the cluster into the store first, so the local pipeline that
+    follows (predictions, Label Studio push, journal) finds every embedding stored. Failures are left to the
+    pipeline, which meets them again and journals them as a local run does."""
+    rel_paths = list(pending_rel_paths(config))
+    address = args.ray if args.ray != LOCAL_ADDRESS else None
+    with _progress(args, len(rel_paths), "encode") as progress, contextlib.redirect_stdout(sys.stderr):
+        return encode_on_cluster(config, rel_paths, address=address, actors=getattr(args, "ray_actors", None),
+                                 on_result=lambda _result: progress.update())
