@@ -261,6 +261,7 @@ def _write_extras(embedding: ImageEmbedding, npy_path: Path, meta: dict) -> int:
     """Write ``embedding.extras`` as float16 into :func:`extras_path` (atomically) and list their shapes in ``meta``
     under ``"extras"``. Returns the bytes written (0 and nothing written when there are none)."""
     if not embedding.extras:
+        extras_path(npy_path).unlink(missing_ok=True)  # an entry rewritten without extras leaves no stale file
         return 0
     arrays = {name: np.ascontiguousarray(array, dtype=STORED_DTYPE) for name, array in embedding.extras.items()}
     buffer = io.BytesIO()

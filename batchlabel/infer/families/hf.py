@@ -6,7 +6,8 @@ Conventions (as in :mod:`batchlabel.infer.decoder`): prompts are pixels of the o
 the model frame ``embedding.input_size`` per axis (``x * input_w / w``, ``y * input_h / h``), which is what both
 families' processors do (SAM 2.1 resizes every image to 1024x1024; HQ-SAM resizes the longest side to 1024 and pads
 bottom/right, like SAM). Masks: ``(K, 256, 256)`` low-res logits -> bool at the original size with
-:func:`batchlabel.infer.upsample.upsample_masks` (SAM's two bilinear resizes, thresholded at 0 on the fly).
+:func:`batchlabel.infer.upsample.upsample_masks` (thresholded at 0 on the fly, never a full-size float mask), in each
+family's own resize convention (:meth:`TransformersFamily.to_masks`).
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class TransformersFamily(ModelFamily):
 
     # -- ModelFamily ---------------------------------------------------------------------------------------------
     def encode(self, loaded: LoadedImage) -> ImageEmbedding:
-        pixel_values = self.processor(images=loaded.rgb, return_tensors="pt")["pixel_values"].to(self.device)
+        pixel_values = self.processor(images=np.array(loaded.rgb), return_tensors="pt")["pixel_values"].to(self.device)
         with torch.inference_mode(), self._autocast():
             named = self.features(pixel_values)
         arrays = {name: tensor.float().cpu().numpy() for name, tensor in named.items()}
@@ -138,10 +139,18 @@ class TransformersFamily(ModelFamily):
         if not multimask and prompt.ambiguous:
             order = order[:1]
         logits, scores = logits[order].contiguous(), scores[order].contiguous()
-        masks = upsample_masks(
+        return DecodedMasks(
+            masks=self.to_masks(embedding, logits),
+            scores=scores.numpy().astype(np.float32),
+            low_res_logits=logits.numpy(),
+        )
+
+    def to_masks(self, embedding: ImageEmbedding, logits: Tensor) -> np.ndarray:
+        """``(K, 256, 256)`` low-res logits -> ``(K, H, W)`` bool at ``embedding.original_size``: SAM's two
+        bilinear resizes (to the padded input, crop ``input_size``, to the original size), thresholded on the fly."""
+        return upsample_masks(
             logits, original_size=embedding.original_size, input_size=embedding.input_size, padded_size=self.input_size
         )
-        return DecodedMasks(masks=masks, scores=scores.numpy().astype(np.float32), low_res_logits=logits.numpy())
 
     # -- helpers -------------------------------------------------------------------------------------------------
     def prompt_tensors(self, embedding: ImageEmbedding, prompt: Prompt) -> dict[str, Tensor]:

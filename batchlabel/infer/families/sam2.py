@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from torch import Tensor
 
+from batchlabel.infer.embedding import ImageEmbedding
 from batchlabel.infer.families.hf import HfModelSpec, TransformersFamily
+from batchlabel.infer.upsample import upsample_masks
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -75,6 +78,13 @@ class Sam2Family(TransformersFamily):
 
     def input_frame(self, original_size: tuple[int, int]) -> tuple[int, int]:
         return (self.input_size, self.input_size)
+
+    def to_masks(self, embedding: ImageEmbedding, logits: Tensor) -> np.ndarray:
+        """SAM 2's convention: one bilinear resize of the whole ``(K, 256, 256)`` logits to the original size (no
+        padding to crop), i.e. the fast upsampler with a 256 px "input" (its first resize is then the identity).
+        SAM's two-step resize differs from it on 1-2 % of a mask's pixels."""
+        side = int(logits.shape[-1])
+        return upsample_masks(logits, original_size=embedding.original_size, input_size=(side, side), padded_size=side)
 
     def features(self, pixel_values: Tensor) -> dict[str, Tensor]:
         high_res_0, high_res_1, image_embed = self.model.get_image_embeddings(pixel_values)
