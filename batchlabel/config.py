@@ -30,7 +30,11 @@ log = logging.getLogger(__name__)
 
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
-MODEL_NAMES = ("sam_vit_b", "sam_vit_l", "sam_vit_h", "mobile_sam", "litemedsam")
+MODEL_NAMES = (
+    "sam_vit_b", "sam_vit_l", "sam_vit_h", "mobile_sam", "litemedsam",
+    "sam2.1_hiera_tiny", "sam2.1_hiera_small", "sam2.1_hiera_base_plus", "sam2.1_hiera_large",
+    "sam_hq_vit_b", "sam_hq_vit_l", "sam_hq_vit_h", "sam_hq",  # sam_hq: label_anything's name for sam_hq_vit_b
+)
 OUTPUT_KINDS = ("brush", "polygon", "rectangle")
 
 
@@ -78,8 +82,15 @@ class LabelStudioConfig(_Section):
 
 
 class ModelConfig(_Section):
-    name: Literal["sam_vit_b", "sam_vit_l", "sam_vit_h", "mobile_sam", "litemedsam"] = "sam_vit_b"
-    checkpoint: str = Field(default="auto", description="auto | a path | random (tests only)")
+    name: Literal[
+        "sam_vit_b", "sam_vit_l", "sam_vit_h", "mobile_sam", "litemedsam",
+        "sam2.1_hiera_tiny", "sam2.1_hiera_small", "sam2.1_hiera_base_plus", "sam2.1_hiera_large",
+        "sam_hq_vit_b", "sam_hq_vit_l", "sam_hq_vit_h", "sam_hq",
+    ] = "sam_vit_b"
+    checkpoint: str = Field(
+        default="auto",
+        description="auto | a path | random (tests only); SAM 2.1 / HQ-SAM also a hub id or a Hugging Face folder",
+    )
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     runtime: Literal["auto", "torch", "onnx"] = Field(

@@ -7,6 +7,7 @@ pure function of (embedding, prompts). Nothing mutates an embedding after it is 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +31,9 @@ class ImageEmbedding:
         image_sha256: hex sha256 of the image file's bytes (content address).
         exif_orientation: the EXIF orientation tag (1-8) that was applied when loading the image; 1 = none.
         created: unix time the embedding was computed.
+        extras: further named feature arrays a model family's decoder reads besides ``features`` (read-only), e.g.
+            SAM 2.1's ``high_res_feats_0`` ``(1, 32, 256, 256)`` and ``high_res_feats_1`` ``(1, 64, 128, 128)``, or
+            HQ-SAM's ``interm_embed`` ``(1, 64, 64, 768)``; empty for SAM / MobileSAM / LiteMedSAM.
     """
 
     features: np.ndarray
@@ -41,6 +45,7 @@ class ImageEmbedding:
     exif_orientation: int = 1
     created: float = field(default_factory=time.time)
     preprocessing_version: int = PREPROCESSING_VERSION
+    extras: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.features.ndim != 4 or self.features.shape[0] != 1:
@@ -51,7 +56,17 @@ class ImageEmbedding:
             object.__setattr__(self, "features", frozen)
         object.__setattr__(self, "original_size", (int(self.original_size[0]), int(self.original_size[1])))
         object.__setattr__(self, "input_size", (int(self.input_size[0]), int(self.input_size[1])))
+        object.__setattr__(self, "extras", {name: _read_only(array) for name, array in self.extras.items()})
 
     @property
     def nbytes(self) -> int:
-        return int(self.features.nbytes)
+        return int(self.features.nbytes) + sum(int(array.nbytes) for array in self.extras.values())
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """``array`` itself when already read-only, else a read-only copy (the caller's array stays writable)."""
+    if not array.flags.writeable:
+        return array
+    frozen = array.copy()
+    frozen.flags.writeable = False
+    return frozen

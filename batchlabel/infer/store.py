@@ -4,14 +4,19 @@ Layout::
 
     <root>/<model_id>/p<PREPROCESSING_VERSION>/<sha256[:2]>/<sha256>.npy    float16 (1, 256, 64, 64), ~2 MiB
     <root>/<model_id>/p<PREPROCESSING_VERSION>/<sha256[:2]>/<sha256>.json   metadata (sizes, orientation, precision...)
+    <root>/<model_id>/p<PREPROCESSING_VERSION>/<sha256[:2]>/<sha256>.extras.npz   only for families with more named
+        feature arrays (SAM 2.1's high-res maps, HQ-SAM's interm_embed): float16, uncompressed; listed in the .json
+
+Entries without extras (SAM, MobileSAM, LiteMedSAM, and every entry written before extras existed) are unchanged.
 
 The address is (sha256 of the image file's bytes, model id, preprocessing version): an embedding made by other
 weights or another preprocessing is never returned.
 
 Concurrency: every file is written to a temp file in the same folder and moved into place with ``os.replace``
-(atomic on POSIX), the ``.npy`` first and the ``.json`` last, so the ``.json`` marks a complete entry. Readers treat
-anything missing, partial or inconsistent as a miss (and remove a corrupt entry). Several processes (the ingest daemon
-writing while ``serve`` reads) can share one root without locks; concurrent eviction of the same entry is harmless.
+(atomic on POSIX), the ``.extras.npz`` and ``.npy`` first and the ``.json`` last, so the ``.json`` marks a complete
+entry. Readers treat anything missing, partial or inconsistent as a miss (and remove a corrupt entry). Several
+processes (the ingest daemon writing while ``serve`` reads) can share one root without locks; concurrent eviction of the
+same entry is harmless.
 
 Eviction: least recently used first, by the ``.json`` file's mtime, which :meth:`EmbeddingStore.get` touches, until
 the store is under ``max_bytes``.
@@ -20,6 +25,7 @@ the store is under ``max_bytes``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -28,6 +34,7 @@ import re
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +118,7 @@ class EmbeddingStore:
             meta = json.loads(meta_bytes.decode("utf-8"))
             features = np.load(npy_path, allow_pickle=False)
             embedding = self._embedding(meta, features, image_sha256, model_id, max_pixels=self.max_pixels)
+            embedding = _with_extras(embedding, meta, npy_path)
         except FileNotFoundError:
             return None  # evicted or replaced by another process between the two reads
         except (ValueError, KeyError, TypeError, OSError, EOFError, IndexError, OverflowError, RecursionError) as exc:
@@ -186,10 +194,11 @@ class EmbeddingStore:
         buffer = io.BytesIO()
         np.save(buffer, features, allow_pickle=False)
         npy_bytes = buffer.getvalue()
+        extras_bytes = _write_extras(embedding, npy_path, meta)
         json_bytes = json.dumps(meta).encode("utf-8")
         _atomic_write(npy_path, npy_bytes)
         _atomic_write(json_path, json_bytes)  # last: a .json marks a complete entry
-        added = len(npy_bytes) + len(json_bytes)  # not stat(): another process may evict it at once
+        added = len(npy_bytes) + len(json_bytes) + extras_bytes  # not stat(): another process may evict it at once
         with self._lock:
             self._puts_since_scan += 1
             if self._approx_bytes is None or self._puts_since_scan >= RESCAN_EVERY_PUTS:
@@ -208,6 +217,7 @@ class EmbeddingStore:
     def _remove(json_path: Path, npy_path: Path) -> None:
         json_path.unlink(missing_ok=True)  # the marker first: readers then see a miss, never a half entry
         npy_path.unlink(missing_ok=True)
+        extras_path(npy_path).unlink(missing_ok=True)
 
     # ---------------------------------------------------------------------------------------------- size, eviction
 
@@ -226,6 +236,8 @@ class EmbeddingStore:
                     npy_size = npy_path.stat().st_size
                 except FileNotFoundError:
                     continue
+                with contextlib.suppress(FileNotFoundError):  # most entries have no extras
+                    npy_size += extras_path(npy_path).stat().st_size
                 yield StoreEntry(json_path, npy_path, json_stat.st_size + npy_size, json_stat.st_mtime)
 
     def size_bytes(self) -> int:
@@ -282,6 +294,47 @@ def _check_resized(original_size: tuple[int, int], input_size: tuple[int, int]) 
     expected = (original_size[0] * scale, original_size[1] * scale)
     if any(abs(e - i) > 1.0 for e, i in zip(expected, input_size, strict=True)):
         raise ValueError(f"input_size {input_size} is not original_size {original_size} resized")
+
+
+def extras_path(npy_path: Path) -> Path:
+    """Where an entry's extra named feature arrays live: ``<sha256>.extras.npz`` beside its ``<sha256>.npy``."""
+    return npy_path.with_name(npy_path.stem + ".extras.npz")
+
+
+def _write_extras(embedding: ImageEmbedding, npy_path: Path, meta: dict) -> int:
+    """Write ``embedding.extras`` as float16 into :func:`extras_path` (atomically) and list their shapes in ``meta``
+    under ``"extras"``. Returns the bytes written (0 and nothing written when there are none)."""
+    if not embedding.extras:
+        extras_path(npy_path).unlink(missing_ok=True)  # an entry rewritten without extras leaves no stale file
+        return 0
+    arrays = {name: np.ascontiguousarray(array, dtype=STORED_DTYPE) for name, array in embedding.extras.items()}
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=False, **arrays)
+    data = buffer.getvalue()
+    _atomic_write(extras_path(npy_path), data)
+    meta["extras"] = {name: list(array.shape) for name, array in arrays.items()}
+    return len(data)
+
+
+def _with_extras(embedding: ImageEmbedding, meta: dict, npy_path: Path) -> ImageEmbedding:
+    """``embedding`` with the extra arrays its metadata lists, read from :func:`extras_path` and checked against
+    the listed names, shapes and float16. Raises ``ValueError`` (corrupt) or ``FileNotFoundError`` (evicted)."""
+    listed = meta.get("extras")
+    if not listed:
+        return embedding
+    if not isinstance(listed, dict):
+        raise ValueError(f"metadata 'extras' must map names to shapes, got {type(listed).__name__}")
+    try:
+        with np.load(extras_path(npy_path), allow_pickle=False) as archive:
+            if sorted(archive.files) != sorted(listed):
+                raise ValueError(f"extras file holds {sorted(archive.files)}, metadata lists {sorted(listed)}")
+            extras = {name: archive[name] for name in listed}
+    except zipfile.BadZipFile as exc:
+        raise ValueError(f"extras file is not a readable .npz ({exc})") from None
+    for name, array in extras.items():
+        if list(array.shape) != list(listed[name]) or array.dtype != STORED_DTYPE:
+            raise ValueError(f"extra {name!r} {array.shape} {array.dtype}, metadata says {listed[name]} float16")
+    return dataclasses.replace(embedding, extras=extras)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from batchlabel.config import MODEL_NAMES, ModelConfig
+from batchlabel.infer.families import HF_MODEL_SPECS, MODEL_ALIASES
 from batchlabel.infer.models import (
     MODEL_SPECS,
     WeightsUnavailableError,
@@ -73,7 +74,7 @@ def _spec(url: str):
 
 
 def test_registry_covers_config_names() -> None:
-    assert set(MODEL_SPECS) == set(MODEL_NAMES)
+    assert set(MODEL_SPECS) | set(HF_MODEL_SPECS) | set(MODEL_ALIASES) == set(MODEL_NAMES)
     assert MODEL_SPECS["litemedsam"].prompt_kinds == frozenset({"box"})
     assert MODEL_SPECS["litemedsam"].input_size == 256 and MODEL_SPECS["sam_vit_h"].input_size == 1024
     for spec in MODEL_SPECS.values():
