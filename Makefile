@@ -50,8 +50,8 @@ samples: install
 run: install samples
 	@$(BIN)/batchlabel up $(CONFIG); rc=$$?; \
 	if [ $$rc -eq 3 ] && [ "$(CONFIG)" = "configs/cats.yaml" ]; then \
-	  echo "make run: falling back to the offline demo configs/cats-offline.yaml (LiteMedSAM, box prompts)"; \
-	  $(BIN)/batchlabel up configs/cats-offline.yaml; \
+	  echo "make run: falling back to the offline demo configs/cats-offline.yaml (YOLO11n + LiteMedSAM, box prompts)"; \
+	  $(BIN)/python -m batchlabel.samples configs/cats-offline.yaml && $(BIN)/batchlabel up configs/cats-offline.yaml; \
 	else exit $$rc; fi
 
 # Debian's chromium for the browser end-to-end test (never a browser download); needs root for apt-get, otherwise
