@@ -53,7 +53,7 @@ def _shifted(mask: np.ndarray) -> tuple[np.ndarray, float]:
 def test_report_on_a_reviewed_live_project(
     label_studio: Any, make_config: Callable[..., Config], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from batchlabel.ingest.commands import run_command
+    from batchlabel.commands.ingest import run_command
     from starlette.testclient import TestClient
 
     from batchlabel.cli import main
