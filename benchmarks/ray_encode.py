@@ -44,7 +44,7 @@ def _config(folder: Path, root: Path, name: str) -> Path:
     raw = {
         "storage": {"root": str(root), "include": ["**/*.jpg"]},
         "label_studio": {"labels": ["cat"]},
-        "model": {"name": "litemedsam", "device": "cpu", "backend": "torch", "batch_size": 2},
+        "model": {"name": "litemedsam", "device": "cpu", "runtime": "torch", "batch_size": 2},
         "cache": {"dir": str(folder / f"cache-{name}")},
     }
     path = folder / f"{name}.yaml"

@@ -64,7 +64,7 @@ def test_damaged_entry_is_removed_warned_and_encoded_again(
     image = tmp_path / "cat.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(image)
     store = EmbeddingStore(tmp_path / "store", max_bytes=1 << 30)
-    encoder = BatchEncoder(litemedsam, store, max_batch_images=2, backend="torch")
+    encoder = BatchEncoder(litemedsam, store, max_batch_images=2, runtime="torch")
     [first] = list(encoder.encode_files([image]))
     assert first.ok and not first.cached
     json_path = next((tmp_path / "store").rglob("*.json"))
@@ -98,7 +98,7 @@ def test_loader_thread_exception_is_that_files_failure_not_a_hang(litemedsam: Lo
         Image.fromarray(np.full((20, 30, 3), i * 40, np.uint8)).save(path)
         images.append(path)
     encoder = BatchEncoder(litemedsam, _BrokenStore(tmp_path / "store", max_bytes=1 << 30), load_workers=2,
-                           backend="torch")
+                           runtime="torch")
     results: list = []
     worker = threading.Thread(target=lambda: results.extend(encoder.encode_files(images)), daemon=True)
     worker.start()

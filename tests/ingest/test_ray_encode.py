@@ -67,7 +67,7 @@ def _report(process: subprocess.Popen[str], *, exit_code: int = 0) -> tuple[dict
 @pytest.mark.labelstudio
 def test_cluster_encode_survives_a_lost_node_matches_local_and_run_pushes_without_encoding(
         cluster: TwoNodeCluster, make_config, tmp_path: Path) -> None:
-    config: Config = make_config(model={"backend": "torch", "batch_size": 1})  # one block per image: both actors busy
+    config: Config = make_config(model={"runtime": "torch", "batch_size": 1})  # one block per image: both actors busy
     root = config.storage.root
     for index, rgb in enumerate(sample_images(IMAGES, side=128)):
         write_png(root / f"img{index:02d}.png", rgb)

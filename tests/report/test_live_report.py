@@ -66,7 +66,7 @@ def test_report_on_a_reviewed_live_project(
     from tests.dataset.test_live_project import export_json
     from tests.serve.conftest import box_context
 
-    config = make_config(model={"backend": "torch"}, preannotate={"mode": "boxes", "outputs": ["brush", "rectangle"],
+    config = make_config(model={"runtime": "torch"}, preannotate={"mode": "boxes", "outputs": ["brush", "rectangle"],
                                       "boxes_from": ["sidecar"]})
     root = config.storage.root
     for (name, boxes), image in zip(SIDECARS.items(), sample_images(len(SIDECARS)), strict=True):
