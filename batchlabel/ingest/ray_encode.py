@@ -7,13 +7,14 @@ it to Ray Data as a dataset of relative paths, and an actor pool encodes it::
             -> rows stream back (progress bar, journal, per-file failures; run: predictions into a PredictionSpool)
     actor (one per GPU with num_gpus=1, else one CPU each): load_model once; BatchEncoder.encode_files(batch)
             reading the files and writing into the embedding store; for run in modes everything/detect also
-            annotate.preannotate on each new embedding (detect: the detector's proposals stored in
+            annotate.preannotate on each embedding (detect: the detector's proposals stored in
             <cache.dir>/proposals), the prediction's JSON going back in the row
 
 ``run --ray`` then runs the local pipeline, which finds every embedding stored and takes each file's prediction from
 the spool (made by an actor for the same sha256 and model_version) instead of decoding again; the Label Studio push,
-reconciliation and journal stay in the driver as in a local run. Modes ``boxes`` and ``points`` predict in the
-driver: their prompts come from the Label Studio tasks, which only the driver reads.
+reconciliation and journal stay in the driver as in a local run. Modes ``points`` and ``boxes`` with
+``boxes_from: tasks`` predict in the driver: their prompts come from the Label Studio tasks, which only the driver
+reads (:func:`predicts_on_cluster`).
 
 Requirements: ``storage.root`` and ``cache.dir`` (the embedding store) are the same path on every node (a shared
 filesystem), and every node has batchlabel installed with the same model weights available. The store's ``put``
@@ -55,8 +56,6 @@ ENCODE_STAGE = "encode"
 #: Object store of a Ray that ``--ray`` with no address starts in this process (rows are small: paths, hashes).
 LOCAL_OBJECT_STORE_BYTES = 256 * (1 << 20)
 LOCAL_ADDRESS = "local"
-#: ``preannotate.mode`` values whose predictions the actors make (the others need the Label Studio task's prompts).
-CLUSTER_PREDICT_MODES = ("everything", "detect")
 
 
 class RayUnavailableError(RuntimeError):
@@ -237,7 +236,7 @@ def encode_on_cluster(
     on_result: Callable[[ClusterResult], None] | None = None, predict: bool = False,
 ) -> ClusterSummary:
     """Encode ``rel_paths`` (POSIX, under ``storage.root``) into the store on the Ray cluster at ``address``; with
-    ``predict`` the actors also pre-annotate each image (modes in :data:`CLUSTER_PREDICT_MODES` only).
+    ``predict`` the actors also pre-annotate each image (for configs :func:`predicts_on_cluster` accepts).
 
     Every path yields one :class:`ClusterResult` (passed to ``on_result`` as it streams back, in completion order).
     Raises :class:`RayUnavailableError` when Ray is missing, the cluster cannot be joined or ``actors`` < 1.
@@ -392,15 +391,23 @@ def pending_rel_paths(config: Config) -> Iterator[str]:
             yield rel
 
 
+def predicts_on_cluster(config: Config) -> bool:
+    """Whether ``run --ray``'s actors make the predictions: modes ``everything`` and ``detect``, and ``boxes`` from
+    COCO/sidecar files only; not ``none`` (nothing to make) nor prompts read from Label Studio tasks (``points``,
+    ``boxes_from: tasks``), which only the driver has."""
+    pre = config.preannotate
+    return pre.mode in ("everything", "detect") or (pre.mode == "boxes" and "tasks" not in pre.boxes_from)
+
+
 def prefetch_for_run(config: Config, args: argparse.Namespace) -> tuple[ClusterSummary, PredictionSpool]:
-    """``run --ray``: encode the pending files on the cluster into the store first (and, in modes everything and
-    detect, predict them there), so the local pipeline that follows (Label Studio push, journal) finds every
+    """``run --ray``: encode the pending files on the cluster into the store first (and predict them there when
+    :func:`predicts_on_cluster`), so the local pipeline that follows (Label Studio push, journal) finds every
     embedding stored and takes each prediction from the returned spool (close it when the run is over). Failures
     are left to the pipeline, which meets them again (or takes the actor's predict failure) and journals them as a
     local run does."""
     rel_paths = list(pending_rel_paths(config))
     address = args.ray if args.ray != LOCAL_ADDRESS else None
-    predict = config.preannotate.mode in CLUSTER_PREDICT_MODES
+    predict = predicts_on_cluster(config)
     spool = PredictionSpool()
     try:
         with _progress(args, len(rel_paths), "encode") as progress, contextlib.redirect_stdout(sys.stderr):
