@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from batchlabel.infer.engine import Engine
     from batchlabel.ingest.journal import Journal
     from batchlabel.ingest.pipeline import Pipeline
+    from batchlabel.ingest.ray_encode import PredictionSpool
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,8 @@ class _Session:
 
 
 def _start(config: Config, ls: LabelStudio, *, stop: threading.Event, unavailable_limit_s: float | None,
-           model: Any = None,
-           on_progress: Callable[[str], None] | None = None) -> _Session:
+           model: Any = None, on_progress: Callable[[str], None] | None = None,
+           cluster_predictions: PredictionSpool | None = None) -> _Session:
     from batchlabel.annotate.preannotate import model_version_for
     from batchlabel.ingest.discovery import PathFilter, StabilityTracker
     from batchlabel.ingest.journal import Journal
@@ -126,7 +127,8 @@ def _start(config: Config, ls: LabelStudio, *, stop: threading.Event, unavailabl
     tracker = StabilityTracker(root, PathFilter(config.storage.include, config.storage.exclude),
                                stable_s=config.storage.stable_s)
     pipeline = Pipeline(config, journal, sink, engine.encoder, engine.decoder, model_version=model_version,
-                        stop=stop, unavailable_limit_s=unavailable_limit_s, on_progress=on_progress)
+                        stop=stop, unavailable_limit_s=unavailable_limit_s, on_progress=on_progress,
+                        cluster_predictions=cluster_predictions)
     return _Session(journal, pipeline, tracker)
 
 
@@ -198,15 +200,16 @@ def run_command(config: Config, args: argparse.Namespace) -> int:
     as_json = bool(getattr(args, "json", False))
     started = time.perf_counter()
     stop = threading.Event()
-    cluster = None
-    if getattr(args, "ray", None) is not None:  # the encode stage on a Ray cluster first; the rest as below
+    cluster, cluster_predictions = None, None
+    if getattr(args, "ray", None) is not None:  # encode (and predict) on a Ray cluster first; the rest as below
         from batchlabel.ingest.ray_encode import RayUnavailableError, prefetch_for_run
 
         try:
-            cluster = prefetch_for_run(config, args).as_dict()
+            cluster_summary, cluster_predictions = prefetch_for_run(config, args)
         except RayUnavailableError as error:
             print(f"batchlabel run: {error}", file=sys.stderr)
             return EXIT_CONFIG
+        cluster = cluster_summary.as_dict()
     try:
         with open_label_studio(config) as ls:
             progress = None
@@ -215,7 +218,8 @@ def run_command(config: Config, args: argparse.Namespace) -> int:
 
                 progress = tqdm(unit="img", desc="ingest", file=sys.stderr)
             session = _start(config, ls, stop=stop, unavailable_limit_s=RUN_UNAVAILABLE_LIMIT_S,
-                             on_progress=(lambda _rel: progress.update(1)) if progress is not None else None)
+                             on_progress=(lambda _rel: progress.update(1)) if progress is not None else None,
+                             cluster_predictions=cluster_predictions)
             try:
                 if getattr(args, "retry_failed", False):
                     log.info("--retry-failed: %d failed file(s) queued again", session.journal.retry_failed())
@@ -247,6 +251,9 @@ def run_command(config: Config, args: argparse.Namespace) -> int:
             print(f"batchlabel run: {error}", file=sys.stderr)
             return EXIT_FAILURES
         raise
+    finally:
+        if cluster_predictions is not None:
+            cluster_predictions.close()
     if as_json:
         print(json.dumps(summary, indent=2))
     else:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from batchlabel.config import Config
     from batchlabel.infer.embedding import ImageEmbedding
     from batchlabel.ingest.journal import Journal
+    from batchlabel.ingest.ray_encode import PredictionSpool
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class Counters:
     encoded: int = 0
     cached: int = 0
     predicted: int = 0
+    predicted_on_cluster: int = 0
     pushed: int = 0
     already_in_label_studio: int = 0
     failed: list[tuple[str, str, str]] = field(default_factory=list)
@@ -71,7 +73,8 @@ class Counters:
     def as_dict(self) -> dict[str, Any]:
         return {
             "discovered": self.discovered, "unchanged": self.unchanged, "duplicates": self.duplicates,
-            "encoded": self.encoded, "cached": self.cached, "predicted": self.predicted, "pushed": self.pushed,
+            "encoded": self.encoded, "cached": self.cached, "predicted": self.predicted,
+            "predicted_on_cluster": self.predicted_on_cluster, "pushed": self.pushed,
             "already_in_label_studio": self.already_in_label_studio, "push_batches": self.batches,
             "failed": [{"path": p, "stage": s, "reason": r} for p, s, r in self.failed],
         }
@@ -92,6 +95,8 @@ class Pipeline:
         push_max_wait_s: how long the first file of a push batch waits for company.
         unavailable_limit_s: give up pushing after Label Studio was unreachable this long (None: never).
         on_progress: called with each finished file's rel_path (progress bars).
+        cluster_predictions: ``run --ray``'s predictions made by the actors; a file's is used instead of decoding
+            here when it was made for the same sha256 and model version.
     """
 
     def __init__(
@@ -112,6 +117,7 @@ class Pipeline:
         retry_max_s: float = 10.0,
         on_progress: Callable[[str], None] | None = None,
         sleep: Callable[[float], None] | None = None,
+        cluster_predictions: PredictionSpool | None = None,
     ) -> None:
         self.config = config
         self.journal = journal
@@ -132,6 +138,7 @@ class Pipeline:
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
         self.on_progress = on_progress
+        self.cluster_predictions = cluster_predictions
         self._sleep = sleep or (lambda s: self.stop.wait(s))
         self.counters = Counters()
         self.not_pushed: list[str] = []
@@ -312,12 +319,21 @@ class Pipeline:
     def _predict(self, item: WorkItem, embedding: ImageEmbedding) -> None:
         from batchlabel.annotate.preannotate import PromptSourceError, preannotate
 
-        task = {"data": {"image": _image_url(item.rel_path)}, **(item.task or {})}  # the image's path for detect
-        try:
-            prediction = preannotate(self.config, self.decoder, embedding, task)
-        except (PromptSourceError, ValueError) as error:
-            self._fail(item.rel_path, "predict", str(error), item.sha256)
-            return
+        made = self.cluster_predictions.get(item.rel_path) if self.cluster_predictions is not None else None
+        if made is not None and (made.sha256, made.model_version) == (item.sha256, self.model_version):
+            if made.error is not None:
+                self._fail(item.rel_path, "predict", made.error, item.sha256)
+                return
+            prediction = made.prediction
+            with self._lock:
+                self.counters.predicted_on_cluster += int(prediction is not None)
+        else:
+            task = {"data": {"image": _image_url(item.rel_path)}, **(item.task or {})}  # the image's path for detect
+            try:
+                prediction = preannotate(self.config, self.decoder, embedding, task)
+            except (PromptSourceError, ValueError) as error:
+                self._fail(item.rel_path, "predict", str(error), item.sha256)
+                return
         self.journal.mark_predicted(item.rel_path, self.model_version)
         with self._lock:
             self.counters.predicted += int(prediction is not None)

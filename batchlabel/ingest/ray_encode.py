@@ -1,12 +1,20 @@
-"""Encoding on a Ray cluster: ``batchlabel encode --ray`` and the encode stage of ``batchlabel run --ray``.
+"""Encoding on a Ray cluster: ``batchlabel encode --ray`` and the encode and predict stages of ``batchlabel run --ray``.
 
 The driver (this process) makes the work list the way the local commands do (discovery's scan, the journal), hands
 it to Ray Data as a dataset of relative paths, and an actor pool encodes it::
 
     driver: scan + journal -> ray.data.from_items(rel paths) -> map_batches(EncodeActor, concurrency=N)
-            -> rows stream back (progress bar, journal, per-file failures)
+            -> rows stream back (progress bar, journal, per-file failures; run: predictions into a PredictionSpool)
     actor (one per GPU with num_gpus=1, else one CPU each): load_model once; BatchEncoder.encode_files(batch)
-            reading the files and writing into the embedding store
+            reading the files and writing into the embedding store; for run in modes everything/detect also
+            annotate.preannotate on each embedding (detect: the detector's proposals stored in
+            <cache.dir>/proposals), the prediction's JSON going back in the row
+
+``run --ray`` then runs the local pipeline, which finds every embedding stored and takes each file's prediction from
+the spool (made by an actor for the same sha256 and model_version) instead of decoding again; the Label Studio push,
+reconciliation and journal stay in the driver as in a local run. Modes ``points`` and ``boxes`` with
+``boxes_from: tasks`` predict in the driver: their prompts come from the Label Studio tasks, which only the driver
+reads (:func:`predicts_on_cluster`).
 
 Requirements: ``storage.root`` and ``cache.dir`` (the embedding store) are the same path on every node (a shared
 filesystem), and every node has batchlabel installed with the same model weights available. The store's ``put``
@@ -28,7 +36,10 @@ import json
 import logging
 import math
 import socket
+import sqlite3
 import sys
+import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -57,7 +68,9 @@ class ClusterResult:
     """One file's outcome on the cluster: ``rel_path`` (POSIX, under ``storage.root``), ``sha256`` of its bytes
     (None when unreadable), ``cached`` (the store had it), ``error`` (one line, None on success), ``encode_s`` (its
     share of the actor's encoder time), ``node`` (host name, Ray node id prefix and process id of the actor that did
-    it), ``model_id`` (the actor's model)."""
+    it), ``model_id`` (the actor's model). When the actor predicted (``run --ray``, modes everything/detect):
+    ``prediction`` (the Label Studio prediction dict, None when nothing passed the thresholds), ``predicted`` True,
+    ``predict_error`` (one line, None on success) and ``model_version`` of the prediction."""
 
     rel_path: str
     sha256: str | None
@@ -66,6 +79,10 @@ class ClusterResult:
     encode_s: float
     node: str
     model_id: str
+    predicted: bool = False
+    prediction: dict | None = None
+    predict_error: str | None = None
+    model_version: str = ""
 
 
 @dataclass
@@ -79,6 +96,7 @@ class ClusterSummary:
     actors: int = 0
     num_gpus_per_actor: float = 0.0
     by_actor: Counter[str] = field(default_factory=Counter)
+    predictions_by_actor: Counter[str] = field(default_factory=Counter)
     model_ids: set[str] = field(default_factory=set)
     encode_s: float = 0.0
     wall_s: float = 0.0
@@ -88,6 +106,8 @@ class ClusterSummary:
         self.by_actor[result.node] += 1
         self.model_ids.add(result.model_id)
         self.encode_s += result.encode_s
+        if result.predicted and result.predict_error is None:
+            self.predictions_by_actor[result.node] += 1
         if result.error is not None:
             self.failures.append({"path": result.rel_path, "reason": result.error})
         elif result.cached:
@@ -99,25 +119,37 @@ class ClusterSummary:
         return {
             "images": self.images, "encoded": self.encoded, "cached": self.cached, "failed": len(self.failures),
             "failures": self.failures, "actors": self.actors, "num_gpus_per_actor": self.num_gpus_per_actor,
-            "images_by_actor": dict(sorted(self.by_actor.items())), "encode_s": round(self.encode_s, 3),
-            "wall_s": round(self.wall_s, 3),
+            "images_by_actor": dict(sorted(self.by_actor.items())),
+            "predicted": sum(self.predictions_by_actor.values()),
+            "predictions_by_actor": dict(sorted(self.predictions_by_actor.items())),
+            "encode_s": round(self.encode_s, 3), "wall_s": round(self.wall_s, 3),
         }
 
 
 class EncodeActor:
     """Ray Data's callable class: loads the model once (``__init__``), then maps batches of relative paths to
-    outcome rows, encoding through the shared :class:`~batchlabel.infer.store.EmbeddingStore`.
+    outcome rows, encoding through the shared :class:`~batchlabel.infer.store.EmbeddingStore` and, with
+    ``predict``, pre-annotating each embedding with :func:`batchlabel.annotate.preannotate.preannotate`.
 
     Batch in: ``{"rel_path": (B,) str}``. Batch out: ``{"rel_path", "sha256" ("" when unreadable), "cached" (bool),
-    "error" ("" on success), "encode_s" (float), "node" (str), "model_id" (str)}``, each ``(B,)``.
+    "error" ("" on success), "encode_s" (float), "prediction" (the prediction's JSON, ``null`` when there is
+    nothing to predict, "" when not predicted), "predict_error" ("" on success), "node" (str), "model_id" (str),
+    "model_version" (str)}``, each ``(B,)``.
     """
 
-    def __init__(self, config: Config, device: str) -> None:
+    def __init__(self, config: Config, device: str, predict: bool = False) -> None:
         from batchlabel.infer.engine import build_engine
 
+        self.config = config
         self.root = config.storage.root
-        engine = build_engine(config.model.model_copy(update={"device": device}), config.cache, decoder="none")
-        self.encoder = engine.encoder
+        engine = build_engine(config.model.model_copy(update={"device": device}), config.cache,
+                              decoder="batch" if predict else "none")
+        self.encoder, self.decoder = engine.encoder, engine.decoder
+        self.model_version = ""
+        if predict:
+            from batchlabel.annotate.preannotate import model_version_for
+
+            self.model_version = model_version_for(config, engine.model_id)  # detect: loads the detector once
         import os
 
         import ray
@@ -127,17 +159,38 @@ class EncodeActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rel_paths = [str(rel) for rel in batch["rel_path"]]
         by_path = {str(self.root / rel): rel for rel in rel_paths}
-        rows: dict[str, list[Any]] = {key: [] for key in ("rel_path", "sha256", "cached", "error", "encode_s")}
+        keys = ("rel_path", "sha256", "cached", "error", "encode_s", "prediction", "predict_error")
+        rows: dict[str, list[Any]] = {key: [] for key in keys}
         for result in self.encoder.encode_files([self.root / rel for rel in rel_paths]):
-            rows["rel_path"].append(by_path[str(result.path)])
+            rel = by_path[str(result.path)]
+            rows["rel_path"].append(rel)
             rows["sha256"].append(result.sha256 or "")
             rows["cached"].append(bool(result.cached))
             rows["error"].append(result.error or "")
             rows["encode_s"].append(float(result.timings.encode_s))
+            prediction, predict_error = "", ""
+            if self.model_version and result.error is None and result.embedding is not None:
+                prediction, predict_error = self._predict(rel, result.embedding)
+            rows["prediction"].append(prediction)
+            rows["predict_error"].append(predict_error)
         out = {key: np.asarray(values) for key, values in rows.items()}
         out["node"] = np.asarray([self.node] * len(rel_paths))
         out["model_id"] = np.asarray([self.encoder.model_id] * len(rel_paths))
+        out["model_version"] = np.asarray([self.model_version] * len(rel_paths))
         return out
+
+    def _predict(self, rel_path: str, embedding: Any) -> tuple[str, str]:
+        """(the prediction's JSON, "") or ("", the reason it failed): one file's failure never fails the batch."""
+        from batchlabel.annotate.preannotate import preannotate
+        from batchlabel.sync.client import image_url
+
+        try:
+            prediction = preannotate(self.config, self.decoder, embedding, {"data": {"image": image_url(rel_path)}})
+        except Exception as error:  # journaled by the driver as this file's predict failure, as a local run does
+            log.warning("%s: predict failed on the cluster: %s", rel_path, error)
+            reason = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
+            return "", reason
+        return json.dumps(prediction), ""
 
 
 def connect(address: str | None) -> Any:
@@ -180,9 +233,10 @@ def actor_layout(ray: Any, config: Config, actors: int | None) -> tuple[int, flo
 
 def encode_on_cluster(
     config: Config, rel_paths: Sequence[str], *, address: str | None, actors: int | None = None,
-    on_result: Callable[[ClusterResult], None] | None = None,
+    on_result: Callable[[ClusterResult], None] | None = None, predict: bool = False,
 ) -> ClusterSummary:
-    """Encode ``rel_paths`` (POSIX, under ``storage.root``) into the store on the Ray cluster at ``address``.
+    """Encode ``rel_paths`` (POSIX, under ``storage.root``) into the store on the Ray cluster at ``address``; with
+    ``predict`` the actors also pre-annotate each image (for configs :func:`predicts_on_cluster` accepts).
 
     Every path yields one :class:`ClusterResult` (passed to ``on_result`` as it streams back, in completion order).
     Raises :class:`RayUnavailableError` when Ray is missing, the cluster cannot be joined or ``actors`` < 1.
@@ -196,7 +250,7 @@ def encode_on_cluster(
     owned = not _ray_initialized()  # a Ray this call joins or starts is left again before returning
     ray = connect(address)
     try:
-        _run_on_cluster(ray, config, rel_paths, actors, summary, on_result)
+        _run_on_cluster(ray, config, rel_paths, actors, summary, on_result, predict)
     finally:
         if owned:
             ray.shutdown()  # now, not at exit: Ray's parting messages must not follow the report on stdout
@@ -213,7 +267,7 @@ def _ray_initialized() -> bool:
 
 
 def _run_on_cluster(ray: Any, config: Config, rel_paths: Sequence[str], actors: int | None, summary: ClusterSummary,
-                    on_result: Callable[[ClusterResult], None] | None) -> None:
+                    on_result: Callable[[ClusterResult], None] | None, predict: bool) -> None:
     count, num_gpus, device = actor_layout(ray, config, actors)
     summary.actors, summary.num_gpus_per_actor = count, num_gpus
     from ray.data import DataContext
@@ -228,7 +282,7 @@ def _run_on_cluster(ray: Any, config: Config, rel_paths: Sequence[str], actors: 
     dataset = ray.data.from_items([{"rel_path": rel} for rel in rel_paths],
                                   override_num_blocks=math.ceil(len(rel_paths) / batch_size))
     outcomes = dataset.map_batches(
-        EncodeActor, fn_constructor_kwargs={"config": config, "device": device},
+        EncodeActor, fn_constructor_kwargs={"config": config, "device": device, "predict": predict},
         compute=ray.data.ActorPoolStrategy(size=count, max_tasks_in_flight_per_actor=1), batch_size=None,
         num_gpus=num_gpus, num_cpus=0 if num_gpus else 1, batch_format="numpy",
     )
@@ -236,7 +290,9 @@ def _run_on_cluster(ray: Any, config: Config, rel_paths: Sequence[str], actors: 
         result = ClusterResult(
             rel_path=str(row["rel_path"]), sha256=str(row["sha256"]) or None, cached=bool(row["cached"]),
             error=str(row["error"]) or None, encode_s=float(row["encode_s"]), node=str(row["node"]),
-            model_id=str(row["model_id"]),
+            model_id=str(row["model_id"]), predicted=bool(str(row["prediction"]) or str(row["predict_error"])),
+            prediction=json.loads(str(row["prediction"])) if str(row["prediction"]) else None,
+            predict_error=str(row["predict_error"]) or None, model_version=str(row["model_version"]),
         )
         summary.add(result)
         if on_result is not None:
@@ -335,12 +391,77 @@ def pending_rel_paths(config: Config) -> Iterator[str]:
             yield rel
 
 
-def prefetch_for_run(config: Config, args: argparse.Namespace) -> ClusterSummary:
-    """``run --ray``: encode the pending files on the cluster into the store first, so the local pipeline that
-    follows (predictions, Label Studio push, journal) finds every embedding stored. Failures are left to the
-    pipeline, which meets them again and journals them as a local run does."""
+def predicts_on_cluster(config: Config) -> bool:
+    """Whether ``run --ray``'s actors make the predictions: modes ``everything`` and ``detect``, and ``boxes`` from
+    COCO/sidecar files only; not ``none`` (nothing to make) nor prompts read from Label Studio tasks (``points``,
+    ``boxes_from: tasks``), which only the driver has."""
+    pre = config.preannotate
+    return pre.mode in ("everything", "detect") or (pre.mode == "boxes" and "tasks" not in pre.boxes_from)
+
+
+def prefetch_for_run(config: Config, args: argparse.Namespace) -> tuple[ClusterSummary, PredictionSpool]:
+    """``run --ray``: encode the pending files on the cluster into the store first (and predict them there when
+    :func:`predicts_on_cluster`), so the local pipeline that follows (Label Studio push, journal) finds every
+    embedding stored and takes each prediction from the returned spool (close it when the run is over). Failures
+    are left to the pipeline, which meets them again (or takes the actor's predict failure) and journals them as a
+    local run does."""
     rel_paths = list(pending_rel_paths(config))
     address = args.ray if args.ray != LOCAL_ADDRESS else None
-    with _progress(args, len(rel_paths), "encode") as progress, contextlib.redirect_stdout(sys.stderr):
-        return encode_on_cluster(config, rel_paths, address=address, actors=getattr(args, "ray_actors", None),
-                                 on_result=lambda _result: progress.update())
+    predict = predicts_on_cluster(config)
+    spool = PredictionSpool()
+    try:
+        with _progress(args, len(rel_paths), "encode") as progress, contextlib.redirect_stdout(sys.stderr):
+            def keep(result: ClusterResult) -> None:
+                if result.predicted and result.sha256 is not None:
+                    spool.put(result.rel_path, ClusterPrediction(result.sha256, result.model_version,
+                                                                 result.prediction, result.predict_error))
+                progress.update()
+
+            summary = encode_on_cluster(config, rel_paths, address=address, actors=getattr(args, "ray_actors", None),
+                                        on_result=keep, predict=predict)
+    except BaseException:
+        spool.close()
+        raise
+    return summary, spool
+
+
+@dataclass(frozen=True)
+class ClusterPrediction:
+    """An actor's prediction for one file: made from the bytes with ``sha256`` for ``model_version``; ``prediction``
+    None when there was nothing to predict; ``error`` (one line) when predicting failed."""
+
+    sha256: str
+    model_version: str
+    prediction: dict | None
+    error: str | None
+
+
+class PredictionSpool:
+    """The actors' predictions of one ``run --ray``, by relative path, in a temporary SQLite file (the driver's
+    memory stays flat however many files the run has). Thread-safe: written by the driver's main thread, read by
+    the pipeline's encode thread. :meth:`close` deletes it."""
+
+    def __init__(self) -> None:
+        self._folder = tempfile.TemporaryDirectory(prefix="batchlabel-ray-predictions-")
+        self._db = sqlite3.connect(f"{self._folder.name}/predictions.sqlite3", check_same_thread=False)
+        self._db.execute("CREATE TABLE predictions (rel_path TEXT PRIMARY KEY, sha256 TEXT, model_version TEXT,"
+                         " prediction TEXT, error TEXT)")
+        self._lock = threading.Lock()
+
+    def put(self, rel_path: str, entry: ClusterPrediction) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?)",
+                             (rel_path, entry.sha256, entry.model_version, json.dumps(entry.prediction), entry.error))
+
+    def get(self, rel_path: str) -> ClusterPrediction | None:
+        with self._lock:
+            row = self._db.execute("SELECT sha256, model_version, prediction, error FROM predictions"
+                                   " WHERE rel_path = ?", (rel_path,)).fetchone()
+        if row is None:
+            return None
+        return ClusterPrediction(row[0], row[1], json.loads(row[2]), row[3])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+        self._folder.cleanup()

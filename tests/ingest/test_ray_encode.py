@@ -2,13 +2,16 @@
 
 One cluster and a few images for the module (CI stays short): the cluster encode equals a local encode, losing
 the second node mid-run does not stop the job nor compute anything twice, a re-run finds everything stored, and
-``run --ray`` encodes only the new files on the cluster and pushes every task without encoding locally.
+``run --ray`` encodes only the new files on the cluster, predicts every file there (boxes from sidecar files: the
+LiteMedSAM of the tests takes box prompts only) and pushes every task with the actors' predictions, equal to those a
+local ``run`` makes from the same embeddings.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,10 +70,14 @@ def _report(process: subprocess.Popen[str], *, exit_code: int = 0) -> tuple[dict
 @pytest.mark.labelstudio
 def test_cluster_encode_survives_a_lost_node_matches_local_and_run_pushes_without_encoding(
         cluster: TwoNodeCluster, make_config, tmp_path: Path) -> None:
-    config: Config = make_config(model={"runtime": "torch", "batch_size": 1})  # one block per image: both actors busy
+    config: Config = make_config(model={"runtime": "torch", "batch_size": 1},  # one block per image: both actors busy
+                                 preannotate={"mode": "boxes", "boxes_from": ["sidecar"]})
     root = config.storage.root
     for index, rgb in enumerate(sample_images(IMAGES, side=128)):
         write_png(root / f"img{index:02d}.png", rgb)
+    for index in range(IMAGES + 2):  # the images of the run below too
+        (root / f"img{index:02d}.json").write_text(json.dumps(
+            [{"label": "cat", "xyxy": [10 + index, 12, 90, 100]}, {"label": "person", "bbox": [40, 30, 60, 80]}]))
     config_path = write_yaml_config(config, tmp_path / "ray.yaml")
     (root / "broken.png").write_bytes(b"not an image")  # reported by name, the rest goes on
     local = config.model_copy(update={"cache": config.cache.model_copy(update={"dir": tmp_path / "local-cache"})})
@@ -108,16 +115,59 @@ def test_cluster_encode_survives_a_lost_node_matches_local_and_run_pushes_withou
     ran, _ = _report(_cli(cluster, "run", str(config_path), "--ray", cluster.address, "--json"), exit_code=1)
     # the failed file is tried again (encode journaled no size/mtime for it) and fails fast; listed once at the end
     assert (ran["ray"]["encoded"], ran["ray"]["cached"], ran["ray"]["failed"]) == (2, IMAGES, 1)
-    assert [failure["path"] for failure in ran["failures"]] == ["broken.png"]
+    assert [failure["path"] for failure in ran["failures"]] == ["broken.png"], ran["failures"]
     assert (ran["pushed"], ran["encoded"], ran["cached"]) == (IMAGES + 2, IMAGES + 2, IMAGES + 2)  # all from the store
+    # every file predicted once, on the cluster (one actor left after the lost node); none decoded in the driver
+    assert ran["ray"]["predicted"] == IMAGES + 2 == sum(ran["ray"]["predictions_by_actor"].values())
+    assert ran["predicted"] == ran["predicted_on_cluster"] == IMAGES + 2
     assert {sha: path.stat().st_mtime_ns for sha, path in _entries(config.embeddings_dir).items()
             if sha in written} == written  # nothing re-encoded, nothing rewritten
-    tasks = project_tasks_of(config)
-    assert sorted(Path(task["data"]["image"].split("?d=", 1)[1]).name for task in tasks) == [
-        f"img{index:02d}.png" for index in range(IMAGES + 2)]
+    tasks = _by_name(project_tasks_of(config))
+    assert sorted(tasks) == [f"img{index:02d}.png" for index in range(IMAGES + 2)]
+    assert all(len(task["predictions"]) <= 1 for task in tasks.values())  # no duplicate predictions
+
+    # a local run (no Ray) from a copy of the same embeddings into another project: the same predictions
+    local_run = config.model_copy(update={
+        "cache": config.cache.model_copy(update={"dir": tmp_path / "local-run-cache"}),
+        "label_studio": config.label_studio.model_copy(update={"project": config.label_studio.project + "-local"})})
+    shutil.copytree(config.embeddings_dir, local_run.embeddings_dir)
+    assert main(["run", str(write_yaml_config(local_run, tmp_path / "local-run.yaml")), "--no-progress"]) == 1
+    local_tasks = _by_name(project_tasks_of(local_run))
+    assert sorted(local_tasks) == sorted(tasks)
+    for name, task in tasks.items():
+        _assert_same_predictions(task["predictions"], local_tasks[name]["predictions"], name)
 
 
 def project_tasks_of(config: Config) -> list[dict]:
     from batchlabel.sync.client import connect
 
     return project_tasks(connect(config.label_studio), config.label_studio.project)
+
+
+def _by_name(tasks: list[dict]) -> dict[str, dict]:
+    return {Path(task["data"]["image"].split("?d=", 1)[1]).name: task for task in tasks}
+
+
+def _assert_same_predictions(ours: list[dict], theirs: list[dict], name: str) -> None:
+    """Equal up to float noise: the actor decodes with one torch thread, this process with two (sums in another
+    order), so scores may differ in the last digit and a mask by a few edge pixels."""
+    from batchlabel.infer.codecs.brush import brush_rle_to_mask
+
+    assert len(ours) == len(theirs), name
+    for mine, other in zip(ours, theirs, strict=True):
+        assert mine["model_version"] == other["model_version"], name
+        assert mine["score"] == pytest.approx(other["score"], abs=1e-3), name
+        assert len(mine["result"]) == len(other["result"]), name
+        for a, b in zip(mine["result"], other["result"], strict=True):
+            assert (a["type"], a["from_name"], a["original_height"]) == (b["type"], b["from_name"],
+                                                                          b["original_height"]), name
+            va, vb = a["value"], b["value"]
+            labels = [key for key in va if key.endswith("labels")]
+            assert [va[key] for key in labels] == [vb[key] for key in labels], name
+            if "rle" in va:
+                size = (a["original_height"], a["original_width"])
+                mask_a, mask_b = brush_rle_to_mask(va["rle"], *size), brush_rle_to_mask(vb["rle"], *size)
+                assert (mask_a & mask_b).sum() >= 0.98 * (mask_a | mask_b).sum(), name
+            else:
+                for key in ("x", "y", "width", "height"):
+                    assert va[key] == pytest.approx(vb[key], abs=0.5), name

@@ -53,10 +53,10 @@ def _shifted(mask: np.ndarray) -> tuple[np.ndarray, float]:
 def test_report_on_a_reviewed_live_project(
     label_studio: Any, make_config: Callable[..., Config], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from batchlabel.commands.ingest import run_command
     from starlette.testclient import TestClient
 
     from batchlabel.cli import main
+    from batchlabel.commands.ingest import run_command
     from batchlabel.commands.report import build_report
     from batchlabel.infer.codecs.box import mask_to_box_xyxy
     from batchlabel.serve.app import create_app
