@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from batchlabel.annotate.detect_eta import SLOW_DETECTOR_S
 from batchlabel.annotate.detectors.base import Detection, Detector, DetectorError
 from batchlabel.annotate.proposals import ProposalStore, proposals_key
 
@@ -36,9 +37,6 @@ if TYPE_CHECKING:
     from batchlabel.infer.embedding import ImageEmbedding
 
 log = logging.getLogger(__name__)
-
-#: A detector slower than this per image on the CPU gets an up-front warning with its expected time.
-SLOW_DETECTOR_S = 5.0
 
 _LOCK = threading.Lock()
 _DETECTORS: dict[str, Detector] = {}
@@ -113,6 +111,26 @@ def model_version_part(config: Config, labels: Sequence[str]) -> str:
             f"overlap<={detector_config.overlap_iou:g} max={detector_config.max_objects}")
 
 
+def _proposal_store(config: Config, detector: Detector) -> tuple[ProposalStore, str, float]:
+    """(the store, this detector's proposals key, the threshold it detects at)."""
+    detector_config = _detector_config(config)
+    threshold = detection_threshold(detector_config, tuple(detector.queries))
+    key = proposals_key(detector.detector_id, detector.queries, threshold, detector_config.max_objects)
+    return ProposalStore(config.cache.dir / "proposals"), key, threshold
+
+
+def proposals_stored(config: Config, detector: Detector, image_sha256: str) -> bool:
+    """Whether the image's proposals by this detector (queries, thresholds) are in the store already."""
+    store, key, _ = _proposal_store(config, detector)
+    return store.get(image_sha256, key) is not None
+
+
+def detector_timings(detector_id: str) -> list[float]:
+    """Seconds per image of each detection this process ran with ``detector_id`` (stored proposals not counted)."""
+    with _LOCK:
+        return list(_TIMINGS.get(detector_id, ()))
+
+
 def proposals_for(config: Config, detector: Detector, image_sha256: str,
                   image_path: Path | None) -> tuple[tuple[int, int], list[Detection]]:
     """The image's stored proposals, or the detector's (stored for next time). ``image_path`` is read when needed.
@@ -121,10 +139,7 @@ def proposals_for(config: Config, detector: Detector, image_sha256: str,
     """
     from batchlabel.infer.images import ImageLoadError, load_image
 
-    detector_config = _detector_config(config)
-    threshold = detection_threshold(detector_config, tuple(detector.queries))
-    key = proposals_key(detector.detector_id, detector.queries, threshold, detector_config.max_objects)
-    store = ProposalStore(config.cache.dir / "proposals")
+    store, key, threshold = _proposal_store(config, detector)
     stored = store.get(image_sha256, key)
     if stored is not None:
         return stored

@@ -5,6 +5,12 @@ through the embedding store (an image already stored is not encoded again). A pr
 file that fails is reported on stderr as ``<relative path>: <reason>`` and recorded in the journal (so
 ``batchlabel status`` lists it). Stdout gets a one-line summary, or a JSON object with ``--json``.
 Exit code 0 when every image is embedded, 1 when some failed, 2 for a config or weights problem.
+
+With ``preannotate.mode: detect`` each embedded image also gets its detector proposals
+(:mod:`batchlabel.annotate.detect`), one image at a time, stored beside the embeddings so a later ``run`` and serve's
+batch ``/predict`` reuse them; the progress output shows the detector's total ETA
+(:mod:`batchlabel.annotate.detect_eta`). An image the detector fails on is reported like an encode failure (stage
+``detect``; not journaled as failed: ``run`` detects it again).
 """
 
 from __future__ import annotations
@@ -16,12 +22,14 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from batchlabel.config import Config
 
 log = logging.getLogger(__name__)
 
 ENCODE_STAGE = "encode"
+DETECT_STAGE = "detect"
 
 
 def find_images(root: Path, include: Iterable[str], exclude: Iterable[str] = ()) -> list[Path]:
@@ -30,6 +38,47 @@ def find_images(root: Path, include: Iterable[str], exclude: Iterable[str] = ())
     from batchlabel.ingest.discovery import PathFilter, scan
 
     return sorted(scan(root, PathFilter(tuple(include), tuple(exclude))))
+
+
+class _Proposals:
+    """Mode ``detect``: the detector's proposals for each embedded image, counted for the summary, with the ETA."""
+
+    def __init__(self, config: Config, total: int) -> None:
+        from batchlabel.annotate.detect import get_detector
+        from batchlabel.annotate.detect_eta import DetectionEta
+        from batchlabel.annotate.preannotate import control_names
+
+        self.config = config
+        self.detector = get_detector(config, control_names(config)[1])
+        self.eta = DetectionEta(self.detector.detector_id, total)
+        self.counts = {"detected": 0, "stored": 0, "failed": 0}
+
+    def add(self, sha256: str, path: Path) -> str | None:
+        """Store the image's proposals unless stored already; the failure's reason, or None."""
+        from batchlabel.annotate.detect import proposals_for, proposals_stored
+
+        if proposals_stored(self.config, self.detector, sha256):
+            self.counts["stored"] += 1
+            return None
+        try:
+            proposals_for(self.config, self.detector, sha256, path)
+        except Exception as error:  # a detector fault on one image: reported, the batch goes on
+            self.counts["failed"] += 1
+            return f"{type(error).__name__}: {error}"
+        self.counts["detected"] += 1
+        return None
+
+    def eta_text(self, done: int) -> str | None:
+        from batchlabel.annotate.detect import detector_timings
+
+        return self.eta.update(done, detector_timings(self.detector.detector_id))
+
+    def summary(self) -> dict[str, Any]:
+        from batchlabel.annotate.detect import detector_timings
+
+        timings = detector_timings(self.detector.detector_id)
+        return {"detector": self.detector.detector_id, **self.counts,
+                "detect_s_per_image": round(sum(timings) / len(timings), 3) if timings else None}
 
 
 def encode_command(config: Config, args: argparse.Namespace) -> int:
@@ -54,6 +103,13 @@ def encode_command(config: Config, args: argparse.Namespace) -> int:
         print(f"batchlabel encode: model weights unavailable: {exc}", file=sys.stderr)
         return 2
     model, store, encoder = engine.model, engine.store, engine.encoder
+    proposals = None
+    if config.preannotate.mode == "detect":
+        try:
+            proposals = _Proposals(config, len(paths))
+        except ValueError as exc:  # DetectorError: missing checkpoint, extra not installed, unknown class
+            print(f"batchlabel encode: preannotate.detector: {exc}", file=sys.stderr)
+            return 2
     journal = Journal(config.journal_path)
     failures: list[dict[str, str]] = []
     progress = None
@@ -62,20 +118,29 @@ def encode_command(config: Config, args: argparse.Namespace) -> int:
 
         progress = tqdm(total=len(paths), unit="img", desc="encode", file=sys.stderr)
     start = time.perf_counter()
+
+    def report(rel: str, reason: str, stage: str) -> None:
+        failures.append({"path": rel, "stage": stage, "reason": reason})
+        line = f"{rel}: {reason}"
+        if progress is not None:
+            progress.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr)
+
     try:
-        for result in encoder.encode_files(paths):
+        for done, result in enumerate(encoder.encode_files(paths), start=1):
             rel = result.path.relative_to(root).as_posix()
             if result.error is not None:
-                failures.append({"path": rel, "reason": result.error})
-                line = f"{rel}: {result.error}"
-                if progress is not None:
-                    progress.write(line, file=sys.stderr)
-                else:
-                    print(line, file=sys.stderr)
+                report(rel, result.error, ENCODE_STAGE)
                 journal.mark_failed(rel, ENCODE_STAGE, result.error, result.sha256)
             elif result.sha256 is not None:
                 journal.mark_encoded(rel, result.sha256, model.model_id)
+                if proposals is not None and (reason := proposals.add(result.sha256, result.path)) is not None:
+                    report(rel, reason, DETECT_STAGE)
+            eta = proposals.eta_text(done) if proposals is not None else None
             if progress is not None:
+                if eta is not None:
+                    progress.set_postfix_str(eta, refresh=False)
                 progress.update(1)
     finally:
         if progress is not None:
@@ -100,6 +165,8 @@ def encode_command(config: Config, args: argparse.Namespace) -> int:
         },
         "store_bytes": store.size_bytes(),
     }
+    if proposals is not None:
+        summary["proposals"] = proposals.summary()
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
@@ -107,6 +174,10 @@ def encode_command(config: Config, args: argparse.Namespace) -> int:
             f"encoded {stats.encoded}, already stored {stats.cached}, failed {stats.failed} of {len(paths)} images "
             f"with {model.model_id} ({encoder.runtime.name}, {encoder.runtime.precision}) in {wall_s:.1f} s"
         )
+        if proposals is not None:
+            counts = proposals.counts
+            print(f"proposals: detected {counts['detected']}, already stored {counts['stored']}, "
+                  f"failed {counts['failed']} with {proposals.detector.detector_id}")
     return 1 if failures else 0
 
 

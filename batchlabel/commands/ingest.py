@@ -132,6 +132,40 @@ def _start(config: Config, ls: LabelStudio, *, stop: threading.Event, unavailabl
     return _Session(journal, pipeline, tracker)
 
 
+class _RunProgress:
+    """``run``'s per-file progress: the tqdm bar (on a terminal) and, in mode ``detect``, the detector's total ETA
+    (:mod:`batchlabel.annotate.detect_eta`: logged once, then the bar's postfix). Called from the pipeline's threads."""
+
+    def __init__(self, config: Config, bar: Any) -> None:
+        self.config = config
+        self.bar = bar
+        self.eta: Any = None
+        self.done = 0
+        self._lock = threading.Lock()
+
+    def start(self, total: int) -> None:
+        """After the scan: ``total`` files; the detector (loaded by ``_start``) is looked up for its ETA."""
+        if self.bar is not None:
+            self.bar.total = total
+        if self.config.preannotate.mode == "detect":
+            from batchlabel.annotate.detect import get_detector
+            from batchlabel.annotate.detect_eta import DetectionEta
+            from batchlabel.annotate.preannotate import control_names
+
+            self.eta = DetectionEta(get_detector(self.config, control_names(self.config)[1]).detector_id, total)
+
+    def __call__(self, _rel: str) -> None:
+        from batchlabel.annotate.detect import detector_timings
+
+        with self._lock:
+            self.done += 1
+            text = self.eta.update(self.done, detector_timings(self.eta.detector_id)) if self.eta else None
+            if self.bar is not None:
+                if text is not None:
+                    self.bar.set_postfix_str(text, refresh=False)
+                self.bar.update(1)
+
+
 def _initial_scan(session: _Session, config: Config) -> int:
     from batchlabel.ingest.discovery import scan
 
@@ -217,15 +251,14 @@ def run_command(config: Config, args: argparse.Namespace) -> int:
                 from tqdm import tqdm
 
                 progress = tqdm(unit="img", desc="ingest", file=sys.stderr)
+            run_progress = _RunProgress(config, progress)
             session = _start(config, ls, stop=stop, unavailable_limit_s=RUN_UNAVAILABLE_LIMIT_S,
-                             on_progress=(lambda _rel: progress.update(1)) if progress is not None else None,
-                             cluster_predictions=cluster_predictions)
+                             on_progress=run_progress, cluster_predictions=cluster_predictions)
             try:
                 if getattr(args, "retry_failed", False):
                     log.info("--retry-failed: %d failed file(s) queued again", session.journal.retry_failed())
                 scanned = _initial_scan(session, config)
-                if progress is not None:
-                    progress.total = scanned
+                run_progress.start(scanned)
                 while session.tracker.pending():
                     if not _feed(session):
                         time.sleep(min(POLL_S * 4, session.tracker.next_due_s() or POLL_S))

@@ -191,6 +191,7 @@ def test_tiny_sam3_end_to_end_labels_follow_prompts_and_proposals_are_reused(
     first = run_cli("run", str(cfg), "--json")
     assert first.returncode == 0, first.stderr
     assert "proposal(s) in" in first.stderr
+    assert "detect ETA ~" in first.stderr and "x 0 image(s) left" in first.stderr  # run's progress: one image
     task = _by_image(project_tasks(label_studio.client, config.label_studio.project))["cat.png"]
     objects = _objects(task)
     assert objects and {label for label, *_ in objects} <= {"cat", "person"}
