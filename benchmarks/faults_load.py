@@ -189,13 +189,15 @@ def _client(port: int, deadline: float, seed: int, hostile: dict[str, bytes], re
     by_kind: dict[str, Counter] = {}
     latencies: list[float] = []
     resets = 0
+    reencoded: set[str] = set()
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     connections = 1
     while time.monotonic() < deadline:
         draw = rng.random()
-        if draw < 0.1 and current_fault[0]:
+        fault = current_fault[0]
+        if draw < 0.1 and fault:
             kind = "damaged_store_entry"
-            payload = _json(body(current_fault[0], [_box()]))
+            payload = _json(body(fault, [_box()]))
         elif draw < 0.5:
             kind = rng.choice(sorted(valid))
             payload = valid[kind]
@@ -218,6 +220,8 @@ def _client(port: int, deadline: float, seed: int, hostile: dict[str, bytes], re
             latencies.append((time.perf_counter() - start) * 1000.0)
         statuses[status] += 1
         by_kind.setdefault(kind, Counter())[status] += 1
+        if kind == "damaged_store_entry" and status == 200:
+            reencoded.add(fault)
         if response.getheader("connection", "").lower() == "close":
             connection.close()
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
@@ -229,6 +233,7 @@ def _client(port: int, deadline: float, seed: int, hostile: dict[str, bytes], re
             results["by_kind"].setdefault(kind, Counter()).update(counter)
         results["latencies_ms"].extend(latencies)
         results["resets"] += resets
+        results["reencoded"] |= reencoded
         results["connections"] += connections
 
 
@@ -252,7 +257,7 @@ def run(*, clients: int, duration_s: float, damage_every_s: float = 3.0, work: P
         warm.close()
         hostile = hostile_requests()
         results: dict[str, Any] = {"statuses": Counter(), "by_kind": {}, "latencies_ms": [], "resets": 0,
-                                   "connections": 0}
+                                   "connections": 0, "reencoded": set()}
         lock = threading.Lock()
         stop = threading.Event()
         damage: Counter = Counter()
@@ -291,6 +296,7 @@ def run(*, clients: int, duration_s: float, damage_every_s: float = 3.0, work: P
         "connections_opened": results["connections"],
         "by_kind": {kind: {str(k): v for k, v in sorted(c.items())} for kind, c in sorted(results["by_kind"].items())},
         "store_damage_injected": dict(damage),
+        "damaged_images_reencoded": len(results["reencoded"]),  # each one store-miss encode in the server
         "valid_click_ms": {
             "p50": round(latencies[len(latencies) // 2], 1) if latencies else None,
             "p99": round(latencies[int(len(latencies) * 0.99)], 1) if latencies else None,

@@ -31,9 +31,11 @@ def _is_loopback(host: str) -> bool:
 def serve_command(config: Config, args: argparse.Namespace) -> int:
     """Run the backend with ``serve.host``/``serve.port`` (overridden by ``--host``/``--port``)."""
     from batchlabel.infer.models import WeightsUnavailableError
+    from batchlabel.serve.allocator import limit_malloc_arenas
     from batchlabel.serve.app import create_app
     from batchlabel.serve.runner import BindError, ForegroundServer, bind_socket, uvicorn_config
 
+    limit_malloc_arenas()  # before the model load and uvicorn's threads: see serve/allocator.py
     host = getattr(args, "host", None) or config.serve.host
     port = getattr(args, "port", None) or config.serve.port
     if not _is_loopback(host) and config.serve.username is None:

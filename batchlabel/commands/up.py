@@ -66,9 +66,11 @@ def _start_label_studio(config: Config, stack: ExitStack) -> tuple[str, str]:
 
 
 def _start_backend(config: Config, stack: ExitStack, model: Any) -> str:
+    from batchlabel.serve.allocator import limit_malloc_arenas
     from batchlabel.serve.app import create_app
     from batchlabel.serve.runner import BackgroundServer, bind_socket
 
+    limit_malloc_arenas()  # the backend's threads run in this process: see serve/allocator.py
     sock = bind_socket(config.serve.host, config.serve.port)
     app = create_app(config, model=model)
     server = BackgroundServer(app, sock).start()

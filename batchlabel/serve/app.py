@@ -66,6 +66,7 @@ def build_backend(config: Config, *, model: Any = None, store: StoreLike | None 
     """Load (or take) the model and store, and wire the backend. Returns ``(backend, fetcher)``."""
     from batchlabel.annotate.preannotate import model_version_for
     from batchlabel.infer.engine import build_engine
+    from batchlabel.serve.allocator import release_free_memory
     from batchlabel.serve.request_counts import InteractiveRequestCounts
 
     # No store on the encoder: the provider looks up and stores itself (one lookup per miss, under its per-image lock).
@@ -81,7 +82,9 @@ def build_backend(config: Config, *, model: Any = None, store: StoreLike | None 
 
     def encode(loaded: Any) -> Any:
         with torch_threads(encode_threads):
-            return encoder.encode_image(loaded)
+            embedding = encoder.encode_image(loaded)
+        release_free_memory()  # the encode's freed temporaries: see serve/allocator.py
+        return embedding
 
     provider = EmbeddingProvider(model_id=model.model_id, store=engine.store, encode=encode, fetch=fetcher.fetch)
     backend = Backend(

@@ -28,7 +28,7 @@ from batchlabel.serve.sources import ImageSource, ImageSourceError, LocalImage, 
 
 log = logging.getLogger(__name__)
 
-MEMORY_EMBEDDINGS = 32  # embeddings kept in memory (2-4 MiB each)
+MEMORY_EMBEDDING_BYTES = 128 * 2**20  # embeddings kept in memory, by their arrays' bytes (LiteMedSAM: 4 MiB each)
 HASH_CACHE_ENTRIES = 65536
 
 K = TypeVar("K", bound=Hashable)
@@ -36,26 +36,40 @@ V = TypeVar("V")
 
 
 class LRU(Generic[K, V]):
-    """A small thread-safe LRU map."""
+    """A small thread-safe LRU map holding at most ``capacity`` units, each value weighing ``weigh(value)`` units
+    (default 1: ``capacity`` counts entries). The newest value is always kept, even when it alone exceeds it."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, weigh: Callable[[V], int] = lambda _value: 1) -> None:
         self.capacity = capacity
-        self._items: OrderedDict[K, V] = OrderedDict()
+        self._weigh = weigh
+        self._items: OrderedDict[K, tuple[V, int]] = OrderedDict()
+        self._total = 0
         self._lock = threading.Lock()
 
     def get(self, key: K) -> V | None:
         with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
+            item = self._items.get(key)
+            if item is None:
+                return None
+            self._items.move_to_end(key)
+            return item[0]
 
     def put(self, key: K, value: V) -> None:
+        weight = self._weigh(value)
         with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._total -= old[1]
+            self._items[key] = (value, weight)
+            self._total += weight
+            while self._total > self.capacity and len(self._items) > 1:
+                _key, (_value, dropped) = self._items.popitem(last=False)
+                self._total -= dropped
+
+    @property
+    def weight(self) -> int:
+        """The units held (entries, or bytes for a byte-weighed cache)."""
+        return self._total
 
     def __len__(self) -> int:
         return len(self._items)
@@ -113,7 +127,7 @@ class EmbeddingProvider:
         store: the embedding store shared with ``batchlabel run``.
         encode: ``LoadedImage -> ImageEmbedding`` (``BatchEncoder.encode_image``).
         fetch: ``RemoteImage -> bytes`` for uploads and (when enabled) remote URLs.
-        memory_items: embeddings kept in memory.
+        memory_bytes: the most bytes of embedding arrays kept in memory (:attr:`ImageEmbedding.nbytes`).
     """
 
     def __init__(
@@ -123,13 +137,13 @@ class EmbeddingProvider:
         store: StoreLike,
         encode: Callable[[LoadedImage], ImageEmbedding],
         fetch: Callable[[RemoteImage], bytes],
-        memory_items: int = MEMORY_EMBEDDINGS,
+        memory_bytes: int = MEMORY_EMBEDDING_BYTES,
     ) -> None:
         self.model_id = model_id
         self._store = store
         self._encode = encode
         self._fetch = fetch
-        self._memory: LRU[str, ImageEmbedding] = LRU(memory_items)
+        self._memory: LRU[str, ImageEmbedding] = LRU(memory_bytes, lambda embedding: embedding.nbytes)
         self._hashes: LRU[Hashable, str] = LRU(HASH_CACHE_ENTRIES)
         self._image_locks = KeyedLocks()
         self._encode_lock = threading.Lock()
@@ -214,7 +228,8 @@ class EmbeddingProvider:
         self._memory.put(embedding.image_sha256, embedding)
         self.encodes += 1
         log.info(
-            "store miss encoded sha256=%s size=%dx%d encode_ms=%.0f",
+            "store miss encoded sha256=%s size=%dx%d encode_ms=%.0f memory_cache=%d embeddings %.0f MB",
             embedding.image_sha256[:12], embedding.original_size[1], embedding.original_size[0], encode_ms,
+            len(self._memory), self._memory.weight / 2**20,
         )
         return embedding
