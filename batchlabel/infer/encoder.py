@@ -36,7 +36,6 @@ from batchlabel.infer.preprocess import normalise_canvas, resize_to_canvas
 if TYPE_CHECKING:
     import torch
 
-    from batchlabel.infer.families.base import ModelFamily
     from batchlabel.infer.models import LoadedModel
     from batchlabel.infer.store import EmbeddingStore
 
@@ -99,6 +98,12 @@ class _Prepared:
     exif_orientation: int
     load_s: float
     store_s: float
+
+
+class EncodingModel(Protocol):
+    """What the encoder needs of a model that brings its own runtime (a model family): its store address."""
+
+    model_id: str
 
 
 class EncoderRuntime(Protocol):
@@ -215,7 +220,7 @@ def select_runtime(model: LoadedModel, runtime: Runtime, onnx_dir: Path | None) 
     return TorchRuntime(model)
 
 
-def _sam_model(model: LoadedModel | ModelFamily) -> LoadedModel:
+def _sam_model(model: LoadedModel | EncodingModel) -> LoadedModel:
     """``model`` as the ``segment_anything`` model the torch/ONNX runtimes need (a family brings its own runtime)."""
     from batchlabel.infer.models import LoadedModel
 
@@ -234,7 +239,7 @@ class BatchEncoder:
     """Encode image files in dynamic batches through an optional :class:`EmbeddingStore`.
 
     Args:
-        model: the loaded model.
+        model: the loaded model (a model family with its own ``encoder_runtime``: only its ``model_id`` is read).
         store: where embeddings are looked up (by file sha256) and written; ``None`` = encode everything, keep nothing.
         max_batch_images: largest batch given to the encoder.
         max_wait_ms: how long a partial batch waits for more images before it is encoded.
@@ -249,7 +254,7 @@ class BatchEncoder:
 
     def __init__(
         self,
-        model: LoadedModel | ModelFamily,
+        model: LoadedModel | EncodingModel,
         store: EmbeddingStore | None,
         *,
         max_batch_images: int = 8,
