@@ -113,7 +113,45 @@ def _check_label_studio(config: Config) -> Iterator[CheckResult]:
         yield CheckResult("FAIL", "label_studio.url", f"cannot reach {url}: {exc.__class__.__name__}: {exc}")
 
 
+def _check_family(config: Config) -> Iterator[CheckResult]:
+    """``model.checkpoint`` of a SAM 2.1 / HQ-SAM model: a Hugging Face folder, a hub id, or auto."""
+    from batchlabel.infer.families import HF_MODEL_SPECS, canonical_name
+    from batchlabel.infer.families.hub import resolve_hf_folder
+    from batchlabel.infer.models import WeightsUnavailableError
+
+    model = config.model
+    spec = HF_MODEL_SPECS[canonical_name(model.name)]
+    if model.checkpoint == "random":
+        yield CheckResult("warn", "model.checkpoint", "random weights (test-only switch): masks are meaningless")
+    elif Path(model.checkpoint).expanduser().exists():
+        try:
+            folder = resolve_hf_folder(spec.name, spec.hub_id, model.checkpoint, weights_dir=model.weights_dir,
+                                       endpoint=None)
+        except WeightsUnavailableError as exc:
+            yield CheckResult("FAIL", "model.checkpoint", str(exc))
+        else:
+            yield CheckResult("ok", "model.checkpoint", f"{folder} holds a Hugging Face model")
+    else:
+        hub_id = spec.hub_id if model.checkpoint == "auto" else model.checkpoint
+        yield CheckResult("warn", "model.checkpoint", f"{hub_id} is fetched from the Hugging Face hub on first use "
+                          "(cached); offline, set model.checkpoint to a local Hugging Face folder")
+    yield CheckResult("ok", "model.name", f"{model.name}: {spec.name} on transformers, prompts: box, mask, point")
+
+
 def _check_model(config: Config) -> Iterator[CheckResult]:
+    from batchlabel.infer.families import HF_MODEL_SPECS, canonical_name
+
+    model = config.model
+    yield from (_check_family if canonical_name(model.name) in HF_MODEL_SPECS else _check_sam_weights)(config)
+    if model.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            yield CheckResult("FAIL", "model.device", f"{model.device} requested but CUDA is not available here")
+
+
+def _check_sam_weights(config: Config) -> Iterator[CheckResult]:
+    """``model.checkpoint`` and prompt kinds of a ``segment_anything`` model (SAM, MobileSAM, LiteMedSAM)."""
     from batchlabel.infer.models import MODEL_SPECS, default_weights_dir
 
     model = config.model
@@ -139,11 +177,6 @@ def _check_model(config: Config) -> Iterator[CheckResult]:
     if config.preannotate.mode in ("everything", "points") and "point" not in spec.prompt_kinds:
         yield CheckResult("FAIL", "preannotate.mode", f"{config.preannotate.mode!r} needs point prompts, which "
                       f"{model.name} does not support (use mode: boxes or none, or another model)")
-    if model.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            yield CheckResult("FAIL", "model.device", f"{model.device} requested but CUDA is not available here")
 
 
 def _check_cache(config: Config) -> Iterator[CheckResult]:

@@ -183,9 +183,14 @@ def encode_command(config: Config, args: argparse.Namespace) -> int:
 
 def export_onnx_command(config: Config, args: argparse.Namespace) -> int:
     """Export the configured model's encoder and decoder to ONNX (``--out`` or ``<cache.dir>/onnx``)."""
+    from batchlabel.infer.families import HF_MODEL_SPECS, canonical_name
     from batchlabel.infer.models import WeightsUnavailableError, load_model
     from batchlabel.infer.onnx_export import export_onnx
 
+    if canonical_name(config.model.name) in HF_MODEL_SPECS:
+        print(f"batchlabel export-onnx: model.name {config.model.name} runs on transformers; no ONNX export for it "
+              "yet (encode and serve use it directly)", file=sys.stderr)
+        return 2
     out = Path(args.out) if getattr(args, "out", None) else config.cache.onnx_dir
     try:
         model = load_model(config.model.model_copy(update={"device": "cpu"}))

@@ -32,13 +32,20 @@ OFFLINE_CONFIG = "configs/cats-offline.yaml"
 
 def _check_weights(config: Config) -> str | None:
     """None when the configured weights are available (downloading them if needed), else the reason."""
+    from batchlabel.infer.families import HF_MODEL_SPECS, canonical_name
+    from batchlabel.infer.families.hub import resolve_hf_folder
     from batchlabel.infer.models import MODEL_SPECS, WeightsUnavailableError, resolve_checkpoint
 
     if config.model.checkpoint == "random":
         return None
+    name = canonical_name(config.model.name)
     try:
-        resolve_checkpoint(MODEL_SPECS[config.model.name], config.model.checkpoint,
-                           weights_dir=config.model.weights_dir, download_url=config.model.download_url)
+        if name in HF_MODEL_SPECS:
+            resolve_hf_folder(name, HF_MODEL_SPECS[name].hub_id, config.model.checkpoint,
+                              weights_dir=config.model.weights_dir, endpoint=config.model.download_url)
+        else:
+            resolve_checkpoint(MODEL_SPECS[name], config.model.checkpoint,
+                               weights_dir=config.model.weights_dir, download_url=config.model.download_url)
     except WeightsUnavailableError as exc:
         return str(exc)
     return None
@@ -81,9 +88,11 @@ def _start_backend(config: Config, stack: ExitStack, model: Any) -> str:
 
 def _how_to_label(config: Config) -> str:
     """The one-line labeling hint, for the prompts the configured model understands."""
+    from batchlabel.infer.families import HF_MODEL_SPECS, canonical_name
     from batchlabel.infer.models import MODEL_SPECS
 
-    if "point" in MODEL_SPECS[config.model.name].prompt_kinds:
+    name = canonical_name(config.model.name)
+    if name in HF_MODEL_SPECS or "point" in MODEL_SPECS[name].prompt_kinds:
         return ("switch on Auto-Annotation, pick the smart tool (Auto-Detect, key M) and a label, then click an object "
                 "(or use the smart rectangle and drag a box around it).")
     return (f"switch on Auto-Annotation, pick the smart rectangle and a label, then drag a box around an object "
@@ -103,7 +112,8 @@ def _wait_for_signal() -> None:
 
 def up_command(config: Config, args: argparse.Namespace) -> int:
     from batchlabel.commands.ingest import watch
-    from batchlabel.infer.models import WeightsUnavailableError, load_model
+    from batchlabel.infer.engine import load_engine_model
+    from batchlabel.infer.models import WeightsUnavailableError
     from batchlabel.serve.runner import BindError
     from batchlabel.sync.client import LabelStudioError, connect, ensure_project
     from batchlabel.sync.ml_backend import connect_ml_backend
@@ -121,7 +131,7 @@ def up_command(config: Config, args: argparse.Namespace) -> int:
             url, api_key = _start_label_studio(config, stack)
             ls = connect(config.label_studio, url=url, api_key=api_key)
             project = ensure_project(ls, config)
-            model = load_model(config.model)  # once: shared by the backend and the watcher
+            model = load_engine_model(config.model)  # once: shared by the backend and the watcher
             backend_url = _start_backend(config, stack, model)
             backend = connect_ml_backend(ls, project.id, backend_url, username=config.serve.username,
                                          password=config.serve.password)

@@ -22,7 +22,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -92,12 +92,18 @@ class EncodeStats:
 class _Prepared:
     path: Path
     sha256: str
-    canvas: np.ndarray  # (3, S, S) uint8
+    canvas: np.ndarray  # (3, S, S) uint8 (SAM), or the runtime's own canvas (PreparingRuntime)
     input_size: tuple[int, int]
     original_size: tuple[int, int]
     exif_orientation: int
     load_s: float
     store_s: float
+
+
+class EncodingModel(Protocol):
+    """What the encoder needs of a model that brings its own runtime (a model family): its store address."""
+
+    model_id: str
 
 
 class EncoderRuntime(Protocol):
@@ -106,8 +112,19 @@ class EncoderRuntime(Protocol):
     name: str
     precision: str
 
-    def encode(self, canvases: np.ndarray, input_sizes: list[tuple[int, int]]) -> np.ndarray:
-        """``(B, 3, S, S)`` uint8 canvases -> ``(B, 256, 64, 64)`` float32 features."""
+    def encode(
+        self, canvases: np.ndarray, input_sizes: list[tuple[int, int]]
+    ) -> np.ndarray | Mapping[str, np.ndarray]:
+        """``(B, 3, S, S)`` canvases -> ``(B, 256, 64, 64)`` float32 features, or named float32 arrays each
+        ``(B, ...)`` with ``"image_embed"`` first and the family's extras after it."""
+        ...
+
+
+class PreparingRuntime(EncoderRuntime, Protocol):
+    """A runtime that makes its own canvases (a model family's image processor) instead of SAM's resize + pad."""
+
+    def prepare(self, rgb: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """``(H, W, 3)`` uint8 RGB -> a ``(3, S, S)`` canvas for :meth:`encode` and ``(h, w)`` of the image in it."""
         ...
 
 
@@ -203,11 +220,26 @@ def select_runtime(model: LoadedModel, runtime: Runtime, onnx_dir: Path | None) 
     return TorchRuntime(model)
 
 
+def _sam_model(model: LoadedModel | EncodingModel) -> LoadedModel:
+    """``model`` as the ``segment_anything`` model the torch/ONNX runtimes need (a family brings its own runtime)."""
+    from batchlabel.infer.models import LoadedModel
+
+    if not isinstance(model, LoadedModel):
+        raise TypeError(f"{model.model_id}: a model family encodes through its own runtime (encoder_runtime=)")
+    return model
+
+
+def _row(features: np.ndarray | Mapping[str, np.ndarray], index: int) -> dict[str, np.ndarray]:
+    """Image ``index`` of a runtime's batch output as named ``(1, ...)`` arrays (``"image_embed"`` first)."""
+    named = features if isinstance(features, Mapping) else {"image_embed": features}
+    return {name: array[index : index + 1] for name, array in named.items()}
+
+
 class BatchEncoder:
     """Encode image files in dynamic batches through an optional :class:`EmbeddingStore`.
 
     Args:
-        model: the loaded model.
+        model: the loaded model (a model family with its own ``encoder_runtime``: only its ``model_id`` is read).
         store: where embeddings are looked up (by file sha256) and written; ``None`` = encode everything, keep nothing.
         max_batch_images: largest batch given to the encoder.
         max_wait_ms: how long a partial batch waits for more images before it is encoded.
@@ -216,11 +248,13 @@ class BatchEncoder:
         runtime: ``auto`` | ``torch`` | ``onnx`` (``model.runtime``, see :func:`select_runtime`).
         onnx_dir: the folder of exported ONNX files (``batchlabel export-onnx``).
         max_pixels: larger images are refused as decompression bombs.
+        encoder_runtime: a runtime to use instead of :func:`select_runtime`'s (a model family's
+            :class:`~batchlabel.infer.families.runtime.FamilyRuntime`, with ``model`` that family).
     """
 
     def __init__(
         self,
-        model: LoadedModel,
+        model: LoadedModel | EncodingModel,
         store: EmbeddingStore | None,
         *,
         max_batch_images: int = 8,
@@ -230,6 +264,7 @@ class BatchEncoder:
         runtime: Runtime = "auto",
         onnx_dir: Path | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        encoder_runtime: EncoderRuntime | PreparingRuntime | None = None,
     ) -> None:
         if max_batch_images <= 0 or load_workers <= 0:
             raise ValueError("max_batch_images and load_workers must be positive")
@@ -240,7 +275,11 @@ class BatchEncoder:
         self.load_workers = load_workers
         self.queue_depth = queue_depth or 2 * max_batch_images
         self.max_pixels = max_pixels
-        self.runtime: EncoderRuntime = select_runtime(model, runtime, onnx_dir)
+        self.runtime: EncoderRuntime = encoder_runtime or select_runtime(_sam_model(model), runtime, onnx_dir)
+        prepare = getattr(self.runtime, "prepare", None)
+        self._prepare: Callable[[np.ndarray], tuple[np.ndarray, tuple[int, int]]] = (
+            prepare if prepare is not None else (lambda rgb: resize_to_canvas(rgb, _sam_model(model).spec))
+        )
         self.stats = EncodeStats()
         log.info("encoder for %s: runtime %s, precision %s", model.model_id, self.runtime.name, self.runtime.precision)
 
@@ -256,20 +295,22 @@ class BatchEncoder:
             hit = self.store.get(loaded.sha256, self.model_id)
             if hit is not None:
                 return hit
-        canvas, input_size = resize_to_canvas(np.asarray(loaded.rgb), self.model.spec)
+        canvas, input_size = self._prepare(np.asarray(loaded.rgb))
         features = self.runtime.encode(canvas[None], [input_size])
-        embedding = self._embedding(features[0:1], loaded.sha256, loaded.original_size, input_size,
+        embedding = self._embedding(_row(features, 0), loaded.sha256, loaded.original_size, input_size,
                                     loaded.exif_orientation)
         if self.store is not None:
             self.store.put(embedding)
         return embedding
 
     def _embedding(
-        self, features: np.ndarray, sha256: str, original_size: tuple[int, int], input_size: tuple[int, int],
-        exif_orientation: int,
+        self, features: Mapping[str, np.ndarray], sha256: str, original_size: tuple[int, int],
+        input_size: tuple[int, int], exif_orientation: int,
     ) -> ImageEmbedding:
+        arrays = {name: np.ascontiguousarray(array.astype(np.float16)) for name, array in features.items()}
         return ImageEmbedding(
-            features=np.ascontiguousarray(features.astype(np.float16)),
+            features=arrays.pop("image_embed"),
+            extras=arrays,
             original_size=original_size,
             input_size=input_size,
             model_id=self.model_id,
@@ -302,7 +343,7 @@ class BatchEncoder:
             if not data:
                 raise ImageLoadError(path, "empty file (0 bytes)")
             rgb, orientation = decode_rgb(data, name=path, max_pixels=self.max_pixels)
-            canvas, input_size = resize_to_canvas(rgb, self.model.spec)
+            canvas, input_size = self._prepare(rgb)
         except ImageLoadError as exc:
             return EncodeResult(path, None, exc.reason, False, StageTimes(load_s=time.perf_counter() - start), sha256)
         except Exception as exc:  # noqa: BLE001 - one undecodable file must not stop the batch; the reason is reported
@@ -424,7 +465,7 @@ class BatchEncoder:
         self.stats.batches += 1
         self.stats.batch_sizes.append(len(batch))
         for i, item in enumerate(batch):
-            embedding = self._embedding(features[i : i + 1], item.sha256, item.original_size, item.input_size,
+            embedding = self._embedding(_row(features, i), item.sha256, item.original_size, item.input_size,
                                         item.exif_orientation)
             store_s = item.store_s
             error = None

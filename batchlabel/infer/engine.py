@@ -11,6 +11,12 @@ on 2 cores against about 40 ms for the torch decoder; masks equal the torch deco
 and ``SamPredictor``). That graph is the one ``batchlabel export-onnx`` writes into ``<cache.dir>/onnx``, exported on
 first use otherwise. Anywhere else (``model.runtime: torch``, CUDA, bf16/fp16, no onnxruntime, a failed export) the
 torch decoder.
+
+Model families (:mod:`batchlabel.infer.families`: SAM 2.1, HQ-SAM on transformers): :func:`load_engine_model` gives
+their :class:`~batchlabel.infer.families.hf.TransformersFamily`, and the same :class:`BatchEncoder` encodes through
+its :class:`~batchlabel.infer.families.runtime.FamilyRuntime` (the family's processor and image encoder, named
+extras into the store) while :class:`~batchlabel.infer.families.decoder.FamilyDecoder` decodes for every caller
+(batch and interactive alike: no ONNX prompt graph for these families yet).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from batchlabel.infer.decoder import DecoderBase, MaskDecoder
 if TYPE_CHECKING:
     from batchlabel.config import CacheConfig, ModelConfig
     from batchlabel.infer.encoder import BatchEncoder
+    from batchlabel.infer.families.hf import TransformersFamily
     from batchlabel.infer.models import LoadedModel
     from batchlabel.infer.store import EmbeddingStore
 
@@ -62,13 +69,13 @@ class Engine:
     """What a command embeds and decodes with.
 
     Attributes:
-        model: the loaded model (shared, read-only).
+        model: the loaded model (shared, read-only): a ``segment_anything`` model or a transformers family.
         store: the embedding store under ``cache.embeddings_dir`` (``cache.max_bytes`` cap).
         encoder: files/images -> embeddings; consults and fills ``store`` unless built with ``encoder_store=False``.
         decoder: embedding + prompt -> masks, or None when built with ``decoder="none"``.
     """
 
-    model: LoadedModel
+    model: LoadedModel | TransformersFamily
     store: EmbeddingStore
     encoder: BatchEncoder
     decoder: DecoderBase | None
@@ -78,11 +85,29 @@ class Engine:
         return self.model.model_id
 
 
+def load_engine_model(model_config: ModelConfig) -> LoadedModel | TransformersFamily:
+    """The configured model: a :class:`TransformersFamily` for the SAM 2.1 / HQ-SAM names (``sam_hq`` resolved,
+    logged), else the ``segment_anything`` :class:`LoadedModel`.
+
+    Raises ``WeightsUnavailableError`` when the weights are missing, ``ConfigError`` for an impossible device or
+    random weights without ``allow_random_weights``.
+    """
+    from batchlabel.infer.families import HF_MODEL_SPECS, canonical_name, load_family
+    from batchlabel.infer.families.hf import TransformersFamily
+    from batchlabel.infer.models import load_model
+
+    if canonical_name(model_config.name) in HF_MODEL_SPECS:
+        family = load_family(model_config)
+        assert isinstance(family, TransformersFamily)
+        return family
+    return load_model(model_config)
+
+
 def build_engine(
     model_config: ModelConfig,
     cache_config: CacheConfig,
     *,
-    model: LoadedModel | None = None,
+    model: LoadedModel | TransformersFamily | None = None,
     store: EmbeddingStore | None = None,
     batched: bool = True,
     encoder_store: bool = True,
@@ -93,32 +118,39 @@ def build_engine(
     Args:
         model_config: ``config.model`` (name, checkpoint, device, precision, runtime, batch_size, max_wait_ms).
         cache_config: ``config.cache`` (store folder and cap, ONNX folder).
-        model: an already loaded model to reuse (``batchlabel up`` shares one between the backend and the watcher).
+        model: an already loaded model (:func:`load_engine_model`) to reuse (``batchlabel up`` shares one between
+            the backend and the watcher).
         store: an already opened store to use instead of ``cache.embeddings_dir``.
         batched: dynamic batches of ``model.batch_size`` waiting ``model.max_wait_ms`` (files in bulk); False: one
             image at a time with one loader thread (interactive and per-image callers).
         encoder_store: False when the caller looks up and fills the store itself (serve's per-image lock).
         decoder: ``batch`` (torch), ``interactive`` (:func:`select_decoder`) or ``none``.
 
-    Raises ``WeightsUnavailableError`` (from :func:`~batchlabel.infer.models.load_model`) when the weights are missing.
+    Raises ``WeightsUnavailableError`` (from :func:`load_engine_model`) when the weights are missing.
     """
     from batchlabel.infer.encoder import BatchEncoder
-    from batchlabel.infer.models import load_model
+    from batchlabel.infer.families.decoder import FamilyDecoder
+    from batchlabel.infer.families.hf import TransformersFamily
+    from batchlabel.infer.families.runtime import FamilyRuntime
     from batchlabel.infer.store import EmbeddingStore
 
     if model is None:
-        model = load_model(model_config)
+        model = load_engine_model(model_config)
     if store is None:
         store = EmbeddingStore(cache_config.embeddings_dir, max_bytes=cache_config.max_bytes)
     encoder_store_or_none = store if encoder_store else None
+    family_runtime = FamilyRuntime(model) if isinstance(model, TransformersFamily) else None
     if batched:
         encoder = BatchEncoder(model, encoder_store_or_none, max_batch_images=model_config.batch_size,
                                max_wait_ms=model_config.max_wait_ms, runtime=model_config.runtime,
-                               onnx_dir=cache_config.onnx_dir)
+                               onnx_dir=cache_config.onnx_dir, encoder_runtime=family_runtime)
     else:
         encoder = BatchEncoder(model, encoder_store_or_none, max_batch_images=1, load_workers=1,
-                               runtime=model_config.runtime, onnx_dir=cache_config.onnx_dir)
+                               runtime=model_config.runtime, onnx_dir=cache_config.onnx_dir,
+                               encoder_runtime=family_runtime)
     chosen: DecoderBase | None = None
+    if isinstance(model, TransformersFamily):
+        return Engine(model, store, encoder, None if decoder == "none" else FamilyDecoder(model))
     if decoder == "batch":
         chosen = MaskDecoder.from_model(model)
     elif decoder == "interactive":

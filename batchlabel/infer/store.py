@@ -289,7 +289,10 @@ def _size_pair(value: object, key: str) -> tuple[int, int]:
 
 
 def _check_resized(original_size: tuple[int, int], input_size: tuple[int, int]) -> None:
-    """``input_size`` must be ``original_size`` scaled to its long side (SAM's rounding, +-1 pixel)."""
+    """``input_size`` must be ``original_size`` scaled to its long side (SAM's rounding, +-1 pixel), or the square
+    model frame itself (SAM 2.1 resizes every image to its full input, aspect not kept)."""
+    if input_size[0] == input_size[1]:
+        return
     scale = max(input_size) / max(original_size)
     expected = (original_size[0] * scale, original_size[1] * scale)
     if any(abs(e - i) > 1.0 for e, i in zip(expected, input_size, strict=True)):

@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 from abc import abstractmethod
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +28,13 @@ import torch
 from torch import Tensor
 
 from batchlabel.config import ConfigError, ModelConfig
-from batchlabel.infer.decoder import LOW_RES_SIZE, DecodedMasks, Prompt
+from batchlabel.infer.decoder import (
+    DEFAULT_CACHE_IMAGES,
+    LOW_RES_SIZE,
+    DecodedMasks,
+    Prompt,
+    features_fingerprint,
+)
 from batchlabel.infer.embedding import ImageEmbedding
 from batchlabel.infer.families.base import ModelFamily
 from batchlabel.infer.families.hub import resolve_hf_folder, weights_file
@@ -82,6 +90,8 @@ class TransformersFamily(ModelFamily):
         self.input_size = int(model.config.prompt_encoder_config.image_size)
         self.prompt_kinds = _ALL_PROMPTS
         self.processor = self.image_processor()
+        self._feature_cache: OrderedDict[str, dict[str, Tensor]] = OrderedDict()
+        self._feature_lock = threading.Lock()
 
     # -- to implement --------------------------------------------------------------------------------------------
     @staticmethod
@@ -108,42 +118,63 @@ class TransformersFamily(ModelFamily):
 
     # -- ModelFamily ---------------------------------------------------------------------------------------------
     def encode(self, loaded: LoadedImage) -> ImageEmbedding:
-        pixel_values = self.processor(images=np.array(loaded.rgb), return_tensors="pt")["pixel_values"].to(self.device)
-        with torch.inference_mode(), self._autocast():
-            named = self.features(pixel_values)
-        arrays = {name: tensor.float().cpu().numpy() for name, tensor in named.items()}
-        original_size = (int(loaded.rgb.shape[0]), int(loaded.rgb.shape[1]))
+        pixels, input_size = self.prepare(np.asarray(loaded.rgb))
+        arrays = {name: array[0] for name, array in self.encode_pixels(pixels[None]).items()}
         return ImageEmbedding(
-            features=arrays.pop("image_embed"),
-            extras=arrays,
-            original_size=original_size,
-            input_size=self.input_frame(original_size),
+            features=arrays.pop("image_embed")[None],
+            extras={name: array[None] for name, array in arrays.items()},
+            original_size=(int(loaded.rgb.shape[0]), int(loaded.rgb.shape[1])),
+            input_size=input_size,
             model_id=self.model_id,
             precision=self.precision,
             image_sha256=loaded.sha256,
             exif_orientation=loaded.exif_orientation,
         )
 
-    def decode(self, embedding: ImageEmbedding, prompt: Prompt, *, multimask: bool = False) -> DecodedMasks:
-        self.check(embedding, prompt)
-        features = {
-            name: torch.from_numpy(np.array(array, dtype=np.float32)).to(self.device)
-            for name, array in {"image_embed": embedding.features, **embedding.extras}.items()
-        }
+    def prepare(self, rgb: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """One ``(H, W, 3)`` uint8 RGB image -> the model input ``(3, S, S)`` float32 from the family's own image
+        processor (resized, normalised, padded), and ``(h, w)`` of the image inside it (:meth:`input_frame`)."""
+        pixels = self.processor(images=np.array(rgb), return_tensors="np")["pixel_values"][0]
+        return np.ascontiguousarray(pixels, dtype=np.float32), self.input_frame((int(rgb.shape[0]), int(rgb.shape[1])))
+
+    def encode_pixels(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """``(B, 3, S, S)`` float32 model inputs (:meth:`prepare`) -> the named feature arrays, each ``(B, ...)``
+        float32, ``"image_embed"`` first."""
         with torch.inference_mode(), self._autocast():
-            prompts = self.prompt_tensors(embedding, prompt)
-            output = self.low_res(features, prompts, multimask=multimask or prompt.ambiguous)
-        logits = output.pred_masks[0, 0].float().cpu()  # (K, 256, 256)
-        scores = output.iou_scores[0, 0].float().cpu()  # (K,)
-        order = torch.argsort(scores, descending=True)
-        if not multimask and prompt.ambiguous:
-            order = order[:1]
-        logits, scores = logits[order].contiguous(), scores[order].contiguous()
+            named = self.features(torch.from_numpy(pixels).to(self.device))
+        return {name: tensor.float().cpu().numpy() for name, tensor in named.items()}
+
+    def decode(self, embedding: ImageEmbedding, prompt: Prompt, *, multimask: bool = False) -> DecodedMasks:
+        logits, scores = self.low_res_batch(embedding, [prompt], multimask=multimask)
         return DecodedMasks(
-            masks=self.to_masks(embedding, logits),
-            scores=scores.numpy().astype(np.float32),
-            low_res_logits=logits.numpy(),
+            masks=self.to_masks(embedding, logits[0]),
+            scores=scores[0].numpy().astype(np.float32),
+            low_res_logits=logits[0].numpy(),
         )
+
+    def low_res_batch(
+        self, embedding: ImageEmbedding, prompts: Sequence[Prompt], *, multimask: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """Low-res logits ``(B, K, 256, 256)`` and scores ``(B, K)`` (float32, CPU) for ``B`` prompts of one
+        :attr:`Prompt.structure`, decoded in one forward as the model's point batch. ``K=3`` sorted by decreasing
+        score with ``multimask``; else ``K=1`` (the best of three for a lone point, see :meth:`decode`)."""
+        if len({prompt.structure for prompt in prompts}) != 1:
+            raise ValueError("low_res_batch needs prompts with the same number of points, box and mask presence")
+        self.check(embedding, prompts[0])
+        ambiguous = prompts[0].ambiguous
+        features = self._feature_tensors(embedding)
+        if prompts[0].mask_logits is not None and len(prompts) > 1:  # mask prompts are per image, not per point batch
+            parts = [self.low_res_batch(embedding, [prompt], multimask=multimask) for prompt in prompts]
+            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        with torch.inference_mode(), self._autocast():
+            output = self.low_res(features, self.prompt_tensors(embedding, prompts), multimask=multimask or ambiguous)
+        logits = output.pred_masks[0].float().cpu()  # (B, K, 256, 256)
+        scores = output.iou_scores[0].float().cpu()  # (B, K)
+        order = torch.argsort(scores, dim=1, descending=True)
+        if not multimask and ambiguous:
+            order = order[:, :1]
+        logits = torch.take_along_dim(logits, order[:, :, None, None], dim=1).contiguous()
+        return logits, torch.take_along_dim(scores, order, dim=1).contiguous()
 
     def to_masks(self, embedding: ImageEmbedding, logits: Tensor) -> np.ndarray:
         """``(K, 256, 256)`` low-res logits -> ``(K, H, W)`` bool at ``embedding.original_size``: SAM's two
@@ -153,27 +184,51 @@ class TransformersFamily(ModelFamily):
         )
 
     # -- helpers -------------------------------------------------------------------------------------------------
-    def prompt_tensors(self, embedding: ImageEmbedding, prompt: Prompt) -> dict[str, Tensor]:
-        """``prompt`` in the model's ``forward`` format, scaled to the model frame: ``input_points`` ``(1, 1, N, 2)``,
-        ``input_labels`` ``(1, 1, N)``, ``input_boxes`` ``(1, 1, 4)`` XYXY, ``input_masks`` ``(1, 1, 256, 256)``.
-        A mask-only prompt gets one padding point (label -1), as SAM's own predictors add."""
+    def prompt_tensors(self, embedding: ImageEmbedding, prompts: Sequence[Prompt]) -> dict[str, Tensor]:
+        """``B`` prompts of one structure in the model's ``forward`` format, scaled to the model frame:
+        ``input_points`` ``(1, B, N, 2)``, ``input_labels`` ``(1, B, N)``, ``input_boxes`` ``(1, B, 4)`` XYXY,
+        ``input_masks`` ``(B, 1, 256, 256)``. A mask-only prompt gets one padding point (label -1), as SAM's own
+        predictors add."""
         (h, w), (input_h, input_w) = embedding.original_size, embedding.input_size
         scale = np.array([input_w / w, input_h / h], dtype=np.float64)
+        first = prompts[0]
+        count = len(prompts)
         tensors: dict[str, Tensor] = {}
-        if prompt.points is not None and prompt.point_labels is not None:
-            points = (prompt.points.astype(np.float64) * scale).astype(np.float32)
-            tensors["input_points"] = torch.from_numpy(points).reshape(1, 1, -1, 2)
-            tensors["input_labels"] = torch.from_numpy(prompt.point_labels.astype(np.int64)).reshape(1, 1, -1)
-        if prompt.box is not None:
-            box = (prompt.box.astype(np.float64).reshape(2, 2) * scale).astype(np.float32)
-            tensors["input_boxes"] = torch.from_numpy(box).reshape(1, 1, 4)
-        if prompt.points is None and prompt.box is None:
-            tensors["input_points"] = torch.zeros((1, 1, 1, 2), dtype=torch.float32)
-            tensors["input_labels"] = -torch.ones((1, 1, 1), dtype=torch.int64)
-        if prompt.mask_logits is not None:
-            mask = np.asarray(prompt.mask_logits, dtype=np.float32).reshape(1, 1, LOW_RES_SIZE, LOW_RES_SIZE)
-            tensors["input_masks"] = torch.from_numpy(mask)
+        if first.points is not None:
+            points = np.stack([np.asarray(p.points, dtype=np.float64) * scale for p in prompts]).astype(np.float32)
+            labels = np.stack([np.asarray(p.point_labels, dtype=np.int64) for p in prompts])
+            tensors["input_points"] = torch.from_numpy(points)[None]
+            tensors["input_labels"] = torch.from_numpy(labels)[None]
+        if first.box is not None:
+            boxes = np.stack([np.asarray(p.box, dtype=np.float64).reshape(2, 2) * scale for p in prompts])
+            tensors["input_boxes"] = torch.from_numpy(boxes.astype(np.float32).reshape(1, count, 4))
+        if first.points is None and first.box is None:
+            tensors["input_points"] = torch.zeros((1, count, 1, 2), dtype=torch.float32)
+            tensors["input_labels"] = -torch.ones((1, count, 1), dtype=torch.int64)
+        if first.mask_logits is not None:
+            masks = np.stack([np.asarray(p.mask_logits, dtype=np.float32).reshape(1, LOW_RES_SIZE, LOW_RES_SIZE)
+                              for p in prompts])
+            tensors["input_masks"] = torch.from_numpy(masks)
         return {name: tensor.to(self.device) for name, tensor in tensors.items()}
+
+    def _feature_tensors(self, embedding: ImageEmbedding) -> dict[str, Tensor]:
+        """The embedding's arrays as float32 tensors on the device, kept for the last few images (a click on the
+        same image does not convert 8 MiB of fp16 again)."""
+        key = features_fingerprint(embedding)
+        with self._feature_lock:
+            cached = self._feature_cache.get(key)
+            if cached is not None:
+                self._feature_cache.move_to_end(key)
+                return cached
+        tensors = {
+            name: torch.from_numpy(np.array(array, dtype=np.float32)).to(self.device)
+            for name, array in {"image_embed": embedding.features, **embedding.extras}.items()
+        }
+        with self._feature_lock:
+            self._feature_cache[key] = tensors
+            while len(self._feature_cache) > DEFAULT_CACHE_IMAGES:
+                self._feature_cache.popitem(last=False)
+        return tensors
 
     @contextlib.contextmanager
     def _autocast(self) -> Iterator[None]:
