@@ -161,14 +161,10 @@ def resolve_image_path(rel_path: str, root: Path, *, task_id: Any) -> Path:
         return Path(root).resolve() / rel_path
 
 
-def export_project(config: Any, *, dest_dir: Path, client: Any | None = None) -> ExportSource:
-    """Export the config's Label Studio project (every task, annotated or not) into a JSON file under ``dest_dir``.
-
-    ``client`` is an SDK ``LabelStudio`` (default: :func:`batchlabel.sync.client.connect` on the config). The
-    export streams to disk in chunks; nothing is held in memory. Raises :class:`DatasetError` when the project
-    does not exist.
-    """
-    from batchlabel.sync.client import LabelStudioError, connect, find_project, request_json, with_retries
+def connect_project(config: Any, client: Any = None) -> tuple[Any, Any]:
+    """``(client, project)`` for the config's Label Studio project (``client`` default:
+    :func:`batchlabel.sync.client.connect`). Raises :class:`DatasetError` naming the project when it does not exist."""
+    from batchlabel.sync.client import connect, find_project
 
     ls = client if client is not None else connect(config.label_studio)
     title = config.label_studio.project
@@ -177,6 +173,20 @@ def export_project(config: Any, *, dest_dir: Path, client: Any | None = None) ->
         raise DatasetError(
             f"Label Studio project {title!r} (label_studio.project) not found at {config.label_studio.url}"
         )
+    return ls, project
+
+
+def export_project(config: Any, *, dest_dir: Path, client: Any | None = None) -> ExportSource:
+    """Export the config's Label Studio project (every task, annotated or not) into a JSON file under ``dest_dir``.
+
+    ``client`` is an SDK ``LabelStudio`` (default: :func:`batchlabel.sync.client.connect` on the config). The
+    export streams to disk in chunks; nothing is held in memory. Raises :class:`DatasetError` when the project
+    does not exist.
+    """
+    from batchlabel.sync.client import LabelStudioError, request_json, with_retries
+
+    ls, project = connect_project(config, client)
+    title = config.label_studio.project
     exported_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     dest_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

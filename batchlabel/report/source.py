@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from batchlabel.config import Config
-from batchlabel.dataset.ls_export import DatasetError, ExportSource, file_source
+from batchlabel.dataset.ls_export import DatasetError, ExportSource, connect_project, file_source
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +30,10 @@ def export_project_with_predictions(config: Config, *, dest_dir: Path, client: A
     ``client`` is an SDK ``LabelStudio`` (default: :func:`batchlabel.sync.client.connect`). Raises
     :class:`~batchlabel.dataset.ls_export.DatasetError` when the project does not exist or the export fails.
     """
-    from batchlabel.sync.client import connect, find_project, with_retries
+    from batchlabel.sync.client import with_retries
 
-    ls = client if client is not None else connect(config.label_studio)
+    ls, project = connect_project(config, client)
     title = config.label_studio.project
-    project = find_project(ls, title)
-    if project is None:
-        raise DatasetError(
-            f"Label Studio project {title!r} (label_studio.project) not found at {config.label_studio.url}"
-        )
     exported_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     started = time.perf_counter()
     snapshot = with_retries(
