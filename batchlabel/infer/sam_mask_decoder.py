@@ -139,7 +139,7 @@ def image_side_tensors(sam: Any, src: Tensor, pe: Tensor) -> ImageSide:
     layer = sam.mask_decoder.transformer.layers[0]
     keys = src.flatten(2).permute(0, 2, 1).contiguous()
     k = keys + pe
-    t2i, i2t = layer.cross_attntoken_to_image, layer.cross_attn_image_to_token
+    t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
     return ImageSide(
         keys=keys,
         pe=pe,
@@ -165,7 +165,7 @@ def predict_mask_tokens(sam: Any, side: ImageSide, sparse: Tensor) -> tuple[Tens
     # layer 1 (skip_first_layer_pe), with the image side's projections taken from `side`
     layer = transformer.layers[0]
     queries = layer.norm1(layer.self_attn(q=tokens, k=tokens, v=tokens))
-    t2i = layer.cross_attntoken_to_image
+    t2i = layer.cross_attn_token_to_image
     q = split_heads(t2i.q_proj(queries + tokens), t2i.num_heads)
     queries = layer.norm2(queries + attend(t2i, q, side.t2i_k, side.t2i_v))
     queries = layer.norm3(queries + layer.mlp(queries))
@@ -181,12 +181,12 @@ def predict_mask_tokens(sam: Any, side: ImageSide, sparse: Tensor) -> tuple[Tens
         queries = layer.norm1(queries + layer.self_attn(q=q, k=q, v=queries))
         image_k = keys + side.pe
         q = queries + tokens
-        queries = layer.norm2(queries + token_to_image(layer.cross_attntoken_to_image, q, image_k, keys))
+        queries = layer.norm2(queries + token_to_image(layer.cross_attn_token_to_image, q, image_k, keys))
         queries = layer.norm3(queries + layer.mlp(queries))
         q = queries + tokens
         keys = layer.norm4(keys + image_to_token(layer.cross_attn_image_to_token, image_k, q, queries))
     q = queries + tokens
-    final = token_to_image(transformer.final_attntoken_to_image, q, keys + side.pe, keys)
+    final = token_to_image(transformer.final_attn_token_to_image, q, keys + side.pe, keys)
     queries = transformer.norm_final_attn(queries + final)
 
     iou_token_out = queries[:, 0, :]
