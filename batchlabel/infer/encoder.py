@@ -6,6 +6,12 @@ Pipeline of :meth:`BatchEncoder.encode_files`::
           -> bounded queue (queue_depth) -> [caller's thread: dynamic batches of <= max_batch_images, waiting at most
              max_wait_ms for a batch to fill] -> encoder runtime -> store.put -> EncodeResult
 
+- A source may be a :class:`ReadImage` (bytes the caller already read and hashed, e.g. the ingestion pipeline, which
+  journals that hash): its bytes are neither read nor hashed again, so the embedding belongs to exactly the bytes
+  whose sha256 the caller holds.
+- ``gathered=True``: the caller already waited for a batch to fill (the pipeline's batching); the files of that call
+  are encoded as soon as they are loaded, with no second ``max_wait_ms``.
+
 - A file whose bytes are already in the store (by sha256 and model id) is not decoded nor encoded (``cached=True``).
 - Every file yields exactly one :class:`EncodeResult`, in completion order; a bad file yields ``error`` (one line)
   and never stops the batch.
@@ -30,7 +36,14 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import numpy as np
 
 from batchlabel.infer.embedding import ImageEmbedding
-from batchlabel.infer.images import DEFAULT_MAX_PIXELS, ImageLoadError, LoadedImage, decode_rgb
+from batchlabel.infer.images import (
+    DEFAULT_MAX_PIXELS,
+    ImageLoadError,
+    LoadedImage,
+    ReadImage,
+    decode_rgb,
+    read_image_file,
+)
 from batchlabel.infer.preprocess import normalise_canvas, resize_to_canvas
 
 if TYPE_CHECKING:
@@ -86,6 +99,9 @@ class EncodeStats:
     store_s: float = 0.0
     wall_s: float = 0.0
     batch_sizes: list[int] = field(default_factory=list)
+
+
+ImageSource = str | os.PathLike[str] | ReadImage
 
 
 @dataclass
@@ -321,16 +337,17 @@ class BatchEncoder:
 
     # ----------------------------------------------------------------------------------------------------- loading
 
-    def _load_one(self, path: Path) -> _Prepared | EncodeResult:
+    def _load_one(self, source: Path | ReadImage) -> _Prepared | EncodeResult:
         start = time.perf_counter()
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            reason = "file not found" if isinstance(exc, FileNotFoundError) else f"cannot read file: {exc.strerror}"
-            return EncodeResult(path, None, reason, False, StageTimes(load_s=time.perf_counter() - start))
-        import hashlib
-
-        sha256 = hashlib.sha256(data).hexdigest()
+        if isinstance(source, ReadImage):
+            read = source
+        else:
+            try:
+                read = read_image_file(source)
+            except OSError as exc:
+                reason = "file not found" if isinstance(exc, FileNotFoundError) else f"cannot read file: {exc.strerror}"
+                return EncodeResult(source, None, reason, False, StageTimes(load_s=time.perf_counter() - start))
+        path, data, sha256 = read.path, read.data, read.sha256
         read_s = time.perf_counter() - start
         store_s = 0.0
         if self.store is not None:
@@ -354,18 +371,19 @@ class BatchEncoder:
         return _Prepared(path, sha256, canvas, input_size, (int(rgb.shape[0]), int(rgb.shape[1])), orientation,
                          time.perf_counter() - start - store_s, store_s)
 
-    def _loader(self, paths: queue.SimpleQueue, out: queue.Queue, stop: threading.Event) -> None:
+    def _loader(self, sources: queue.SimpleQueue, out: queue.Queue, stop: threading.Event) -> None:
         """Load files until none are left. Any exception becomes that file's failure, and ``_DONE`` is always sent,
         so the consumer in :meth:`encode_files` never waits for a thread that died."""
         try:
             while not stop.is_set():
                 try:
-                    path = paths.get_nowait()
+                    source = sources.get_nowait()
                 except queue.Empty:
                     break
+                path = source.path if isinstance(source, ReadImage) else source
                 start = time.perf_counter()
                 try:
-                    item = self._load_one(path)
+                    item = self._load_one(source)
                 except Exception as exc:  # noqa: BLE001 - e.g. an unreadable store: this file fails, the batch goes on
                     log.warning("%s: loading failed", path, exc_info=True)
                     reason = " ".join(f"cannot load: {exc.__class__.__name__}: {exc}".split())[:300]
@@ -385,21 +403,23 @@ class BatchEncoder:
 
     # ---------------------------------------------------------------------------------------------------- encoding
 
-    def encode_files(self, paths: Iterable[str | os.PathLike[str]]) -> Iterator[EncodeResult]:
-        """Yield one :class:`EncodeResult` per path (completion order). Closing the iterator early stops the loaders."""
-        path_list = [Path(p) for p in paths]
-        if not path_list:
+    def encode_files(self, sources: Iterable[ImageSource], *, gathered: bool = False) -> Iterator[EncodeResult]:
+        """Yield one :class:`EncodeResult` per source (completion order; ``path`` is the source's path). Closing the
+        iterator early stops the loaders. ``gathered``: the caller already batched these sources, so a batch is encoded
+        when full or when every source is loaded, never after a second wait of ``max_wait_ms``."""
+        source_list = [s if isinstance(s, ReadImage) else Path(s) for s in sources]
+        if not source_list:
             return
         wall_start = time.perf_counter()
-        todo: queue.SimpleQueue[Path] = queue.SimpleQueue()
-        for path in path_list:
-            todo.put(path)
+        todo: queue.SimpleQueue[Path | ReadImage] = queue.SimpleQueue()
+        for source in source_list:
+            todo.put(source)
         prepared: queue.Queue[object] = queue.Queue(maxsize=self.queue_depth)
         stop = threading.Event()
         workers = [
             threading.Thread(target=self._loader, args=(todo, prepared, stop), name=f"batchlabel-load-{i}",
                              daemon=True)
-            for i in range(min(self.load_workers, len(path_list)))
+            for i in range(min(self.load_workers, len(source_list)))
         ]
         for worker in workers:
             worker.start()
@@ -420,7 +440,7 @@ class BatchEncoder:
                 elif isinstance(item, EncodeResult):
                     yield self._count(item)
                 elif isinstance(item, _Prepared):
-                    if not batch:
+                    if not batch and not gathered:
                         batch_deadline = time.perf_counter() + self.max_wait_s
                     batch.append(item)
                 due = batch_deadline is not None and time.perf_counter() >= batch_deadline

@@ -83,6 +83,22 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class ReadImage:
+    """A file's bytes read once, with their hex sha256: whoever decodes ``data`` embeds exactly the bytes ``sha256``
+    names (the ingestion pipeline journals this hash and hands the bytes to the encoder)."""
+
+    path: Path
+    data: bytes
+    sha256: str
+
+
+def read_image_file(path: str | os.PathLike[str]) -> ReadImage:
+    """Read ``path`` whole and hash it, once (raises ``OSError``, ``FileNotFoundError`` for a missing file)."""
+    data = Path(path).read_bytes()
+    return ReadImage(Path(path), data, hashlib.sha256(data).hexdigest())
+
+
 def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """Read, hash, decode and orient one image file.
 

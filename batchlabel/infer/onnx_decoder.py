@@ -36,7 +36,7 @@ DEFAULT_INTRA_OP_THREADS = 2
 
 
 PROMPT_INPUT_NAMES = ("keys", "pe", "t2i_k", "t2i_v", "i2t_q", "point_coords", "point_labels")
-#: 2: attention folded through the tokens, logits in token layout (``decoder.upscale_tokens``).
+#: 2: attention folded through the tokens, logits in token layout (``sam_mask_decoder.upscale_tokens``).
 PROMPT_GRAPH_VERSION = 2
 
 
@@ -65,7 +65,7 @@ class _PromptSideModel(torch.nn.Module):
         point_coords: torch.Tensor,
         point_labels: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        from batchlabel.infer.decoder import _ImageSide
+        from batchlabel.infer.sam_mask_decoder import ImageSide
 
         prompt_encoder = self.sam.prompt_encoder
         sparse = prompt_encoder.pe_layer.forward_with_coords(point_coords + 0.5, prompt_encoder.input_image_size)
@@ -74,7 +74,7 @@ class _PromptSideModel(torch.nn.Module):
         sparse = sparse * (1.0 - padding) + prompt_encoder.not_a_point_embed.weight * padding
         for label in range(prompt_encoder.num_point_embeddings):
             sparse = sparse + prompt_encoder.point_embeddings[label].weight * (labels == label).to(sparse.dtype)
-        side = _ImageSide(keys=keys, pe=pe, t2i_k=t2i_k, t2i_v=t2i_v, i2t_q=i2t_q)
+        side = ImageSide(keys=keys, pe=pe, t2i_k=t2i_k, t2i_v=t2i_v, i2t_q=i2t_q)
         logits, scores = self._impl._predict(side, sparse)
         return scores, logits
 
@@ -91,7 +91,7 @@ def export_prompt_decoder(sam: Sam, path: Path) -> Path:
     Inputs: the image side (see :class:`_PromptSideModel`, f32, batch ``b`` dynamic); ``point_coords`` (B, N, 2) f32
     in the model frame (box corners last, no ``+0.5``); ``point_labels`` (B, N) f32 (1/0 points, 2/3 box corners,
     -1 padding). Outputs: ``iou_predictions`` (B, 4), ``low_res_masks`` (B, 65536, 4) in token layout (see
-    :func:`batchlabel.infer.decoder.upscale_tokens`; the decoder interleaves only the masks it keeps).
+    :func:`batchlabel.infer.sam_mask_decoder.upscale_tokens`; the decoder interleaves only the masks it keeps).
     """
     from batchlabel.infer.decoder import MaskDecoder
 

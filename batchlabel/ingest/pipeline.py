@@ -2,8 +2,13 @@
 
 Threads and bounded queues (memory stays flat however many files arrive)::
 
-    caller (discovery) --submit()--> [hash, dedupe, journal] --encode_q--> encode+predict thread --push_q--> push thread
+    caller (discovery) --submit()--> [read + hash, dedupe, journal] --encode_q--> encode+predict --push_q--> push
 
+- ``submit`` reads each file once and hashes those bytes; the bytes travel with the file to the encoder, which
+  decodes exactly them (so the embedding belongs to the sha256 journaled, and nothing is read or hashed twice).
+  ``encode_q`` therefore holds at most ``queue_size`` files' bytes.
+- Batching happens once: the encode thread gathers up to ``model.batch_size`` files, waiting at most
+  ``model.max_wait_ms`` for company, and the encoder encodes that batch without a second wait.
 - ``submit`` blocks when ``encode_q`` is full (back-pressure on discovery).
 - Every stage transition is committed to the journal before the next side effect; a push is marked
   ``push_started`` before its request, and after an error whose outcome is unknown the batch is reconciled with
@@ -28,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchlabel.infer.confine import PathConfinementError, confine_path
+from batchlabel.infer.images import ReadImage, read_image_file
 from batchlabel.ingest.discovery import StableFile
 from batchlabel.ingest.sink import LabelStudioSink, PushItem, predictions_of, stale_predictions_of
 from batchlabel.sync.client import LabelStudioError, LabelStudioUnavailableError
@@ -45,13 +51,18 @@ _DONE = object()
 
 @dataclass
 class WorkItem:
-    """One file moving through the pipeline (``path`` absolute, ``rel_path`` POSIX under the root)."""
+    """One file moving through the pipeline (``path`` absolute, ``rel_path`` POSIX under the root); ``source``: its
+    bytes as read and hashed by ``submit`` (``sha256`` is theirs), what the encoder decodes."""
 
     rel_path: str
     path: Path
-    sha256: str
+    source: ReadImage
     task: dict | None = None  # the existing Label Studio task (full dict in boxes/points modes)
     complete: bool = False  # the task already has the current prediction: encode only (for the store)
+
+    @property
+    def sha256(self) -> str:
+        return self.source.sha256
 
 
 @dataclass
@@ -91,7 +102,6 @@ class Pipeline:
         decoder: a ``MaskDecoder`` for the encoder's model (unused in mode ``none``).
         model_version: this run's prediction version (:func:`batchlabel.annotate.preannotate.model_version_for`).
         stop: set to stop early (watch's SIGINT/SIGTERM): the batch in flight finishes, queued files stay journaled.
-        hasher: ``file_sha256``-like (injectable).
         push_max_wait_s: how long the first file of a push batch waits for company.
         unavailable_limit_s: give up pushing after Label Studio was unreachable this long (None: never).
         on_progress: called with each finished file's rel_path (progress bars).
@@ -109,7 +119,6 @@ class Pipeline:
         *,
         model_version: str,
         stop: threading.Event | None = None,
-        hasher: Callable[[Path], str] | None = None,
         queue_size: int = 64,
         push_max_wait_s: float = 0.2,
         unavailable_limit_s: float | None = None,
@@ -126,11 +135,6 @@ class Pipeline:
         self.decoder = decoder
         self.model_version = model_version
         self.stop = stop or threading.Event()
-        if hasher is None:
-            from batchlabel.infer.images import file_sha256
-
-            hasher = file_sha256
-        self._hash = hasher
         self.batch_size = max(1, int(config.model.batch_size))
         self.encode_wait_s = config.model.max_wait_ms / 1000.0
         self.push_max_wait_s = push_max_wait_s
@@ -155,7 +159,7 @@ class Pipeline:
 
     # -- stage 1: hash, dedupe, journal (caller's thread) ----------------------------------------------------------
     def submit(self, stable: StableFile) -> None:
-        """Hash a stable file, journal it and queue the work it needs (blocks while the pipeline is full)."""
+        """Read and hash a stable file, journal it and queue the work it needs (blocks while the pipeline is full)."""
         rel = stable.rel_path
         with self._lock:
             if rel in self._in_flight:
@@ -169,13 +173,14 @@ class Pipeline:
                 self._fail(rel, "discover", error.reason, None)
             return
         try:
-            sha = self._hash(stable.path)
+            source = read_image_file(stable.path)
         except FileNotFoundError:
             self.journal.forget(rel)
             return
         except OSError as error:
             self._fail(rel, "hash", f"cannot read file: {error.strerror or error}", None)
             return
+        sha = source.sha256
         new = self.journal.mark_discovered(rel, sha, size=stable.size, mtime_ns=stable.mtime_ns)
         record = self.journal.get(rel)
         if not new and record is not None and record.stage == "failed" and self.journal.retry_due(record):
@@ -199,7 +204,7 @@ class Pipeline:
             log.info("%s: same content as %s (task %s), no second task", rel, task["_rel_path"], task["id"])
             self._progress(rel)
             return
-        item = WorkItem(rel, stable.path, sha, task)
+        item = WorkItem(rel, stable.path, source, task)
         item.complete = task is not None and self.sink.complete_task(rel, sha) is not None
         with self._lock:
             self._in_flight.add(rel)
@@ -286,7 +291,7 @@ class Pipeline:
 
     def _encode_batch(self, batch: list[WorkItem]) -> None:
         by_path = {str(item.path): item for item in batch}
-        for result in self.encoder.encode_files([item.path for item in batch]):
+        for result in self.encoder.encode_files([item.source for item in batch], gathered=True):
             item = by_path.get(str(result.path))
             if item is None:
                 continue
@@ -296,10 +301,6 @@ class Pipeline:
             if result.error is not None or result.embedding is None:
                 self._fail(item.rel_path, "encode", result.error or "no embedding", item.sha256)
                 continue
-            if result.sha256 and result.sha256 != item.sha256:  # rewritten since it was hashed: a new version
-                self.journal.mark_discovered(item.rel_path, result.sha256)
-                item.sha256 = result.sha256
-                item.complete = False
             self.journal.mark_encoded(item.rel_path, item.sha256, self.encoder.model_id)
             with self._lock:
                 self.counters.encoded += 1

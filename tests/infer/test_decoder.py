@@ -12,23 +12,13 @@ import pytest
 import torch
 from segment_anything import sam_model_registry
 
-from batchlabel.infer.decoder import (
-    DecodedMasks,
-    LowRes,
-    MaskDecoder,
-    Prompt,
-    _image_to_token,
-    _token_to_image,
-    decode_threads,
-    interleave_logits,
-    select_masks,
-    upscale_tokens,
-)
+from batchlabel.infer.decoder import DecodedMasks, LowRes, MaskDecoder, Prompt, decode_threads, select_masks
 from batchlabel.infer.embedding import ImageEmbedding
 from batchlabel.infer.onnx_decoder import (
     CachedOnnxMaskDecoder,
     export_prompt_decoder,
 )
+from batchlabel.infer.sam_mask_decoder import image_to_token, interleave_logits, token_to_image, upscale_tokens
 
 
 @pytest.fixture(scope="module")
@@ -240,10 +230,10 @@ def test_folded_attention_equals_sam_attention(sam: torch.nn.Module, image_batch
     with torch.inference_mode():
         t2i = layer.cross_attn_token_to_image
         expected = t2i(q=tokens, k=image_k.expand(3, -1, -1), v=image_v.expand(3, -1, -1))
-        torch.testing.assert_close(_token_to_image(t2i, tokens, image_k, image_v), expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(token_to_image(t2i, tokens, image_k, image_v), expected, atol=1e-4, rtol=1e-4)
         i2t = layer.cross_attn_image_to_token
         expected = i2t(q=image_k.expand(3, -1, -1), k=tokens, v=token_values)
-        torch.testing.assert_close(_image_to_token(i2t, image_k, tokens, token_values), expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(image_to_token(i2t, image_k, tokens, token_values), expected, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize(("multimask", "ambiguous"), [(False, False), (False, True), (True, False)])

@@ -100,6 +100,31 @@ def test_encode_image_goes_through_the_store(zoo_run, litemedsam: LoadedModel, t
     np.testing.assert_array_equal(encoder.encode_image(loaded).features, stored.features)  # second call: a hit
 
 
+def test_bytes_read_once_are_encoded_as_read_in_one_gathered_batch(zoo_run, litemedsam: LoadedModel,
+                                                                    tmp_path: Path) -> None:
+    """A ``ReadImage`` is decoded from its bytes, never read again (the file is rewritten after it was read), and keeps
+    the caller's sha256; ``gathered`` sources are one batch, with no second wait for company."""
+    import shutil
+
+    from batchlabel.infer.images import read_image_file
+
+    zoo, results, *_ = zoo_run
+    sources = []
+    for name in ("cat.jpg", "gray16.png"):
+        copy = tmp_path / name
+        shutil.copy(zoo.root / name, copy)
+        sources.append(read_image_file(copy))
+        copy.write_bytes(b"rewritten after it was read")
+    encoder = BatchEncoder(litemedsam, None, max_batch_images=4, max_wait_ms=0, runtime="torch")
+    got = {result.path.name: result for result in encoder.encode_files(sources, gathered=True)}
+    for source in sources:
+        result = got[source.path.name]
+        assert result.ok and result.embedding is not None, result.error
+        assert result.sha256 == source.sha256 == result.embedding.image_sha256
+        np.testing.assert_array_equal(result.embedding.features, results[source.path.name].embedding.features)
+    assert encoder.stats.batch_sizes == [2]
+
+
 class _OomAboveOne(TorchRuntime):
     """A fake CUDA OOM (cannot be caused on this CPU machine) for batches of more than one image; real encodes else."""
 
