@@ -29,10 +29,21 @@ INSTALL_HINT = "pip install 'batchlabel[ultralytics]' (or `make install`, which 
 
 
 def _import_yolo(settings_dir: Path) -> Any:
+    """Import Ultralytics' ``YOLO`` offline and without side effects on the rest of the process.
+
+    Its import replaces ``PIL.Image.open`` process-wide with a wrapper that, on any file Pillow cannot identify,
+    tries to pip-install and import ``pi-heif`` (so a text file named ``.jpg`` became "No module named 'pi_heif'" in
+    batchlabel's own image loader, and the machine ran pip). ``Image.open`` is put back after the import and
+    ``YOLO_AUTOINSTALL`` is off: batchlabel never installs packages at run time.
+    """
+    from PIL import Image
+
     os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "False")
     os.environ.setdefault("YOLO_VERBOSE", "False")  # its logger prints to stdout (would break `run --json`)
     os.environ.setdefault("YOLO_CONFIG_DIR", str(settings_dir))
     settings_dir.mkdir(parents=True, exist_ok=True)
+    pillow_open = Image.open
     try:
         from ultralytics import YOLO
     except ImportError as error:
@@ -40,6 +51,8 @@ def _import_yolo(settings_dir: Path) -> Any:
             f"preannotate.detector.kind: ultralytics needs the optional extra ({error.name or error} is not "
             f"installed): {INSTALL_HINT}"
         ) from None
+    finally:
+        Image.open = pillow_open  # type: ignore[assignment]
     return YOLO
 
 
