@@ -1,7 +1,9 @@
 """Typed, validated batchlabel configuration.
 
 A config is a YAML file read **once** at the command-line entry point (:func:`load_config`) and passed down as an
-immutable :class:`Config`. Nothing else in batchlabel reads the environment or the YAML.
+immutable :class:`Config`. Nothing else in batchlabel reads the YAML, and nothing else reads the environment for
+batchlabel's own settings: ``${VAR}`` interpolation happens here, and so do the default locations used when a key is
+unset (:func:`user_cache_home`, :func:`default_weights_dir`, :func:`label_studio_venv_override`).
 
 Rules:
 - ``${VAR}`` and ``${VAR:-default}`` inside string values are replaced from the environment (secrets such as the
@@ -466,3 +468,25 @@ def load_config(path: str | os.PathLike[str], *, environ: dict[str, str] | None 
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     return parse_config(raw, source=str(path), base_dir=path.resolve().parent, environ=environ)
+
+
+# --------------------------------------------------------------------------------- default locations
+
+#: Names Label Studio's virtual environment when set (else ``.venv-ls`` in the source checkout).
+LABEL_STUDIO_VENV_VARIABLE = "BATCHLABEL_LABEL_STUDIO_VENV"
+
+
+def user_cache_home() -> Path:
+    """``$XDG_CACHE_HOME`` or ``~/.cache`` (an empty variable counts as unset); read when called, not at import."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+
+
+def default_weights_dir() -> Path:
+    """Where downloaded checkpoints go when ``model.weights_dir`` is not set: ``<user cache>/batchlabel/weights``."""
+    return user_cache_home() / "batchlabel" / "weights"
+
+
+def label_studio_venv_override() -> Path | None:
+    """``$BATCHLABEL_LABEL_STUDIO_VENV`` as a path, ``None`` when unset or empty."""
+    value = os.environ.get(LABEL_STUDIO_VENV_VARIABLE)
+    return Path(value) if value else None

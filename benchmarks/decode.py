@@ -32,7 +32,8 @@ from batchlabel.config import ModelConfig
 from batchlabel.infer.decoder import DecoderBase, MaskDecoder, Prompt
 from batchlabel.infer.embedding import ImageEmbedding
 from batchlabel.infer.everything import segment_everything
-from batchlabel.infer.models import MODEL_SPECS, LoadedModel, load_model
+from batchlabel.infer.model_registry import MODEL_SPECS
+from batchlabel.infer.models import LoadedModel, load_model
 from batchlabel.infer.onnx_decoder import CachedOnnxMaskDecoder
 from batchlabel.infer.preprocess import input_size_for
 

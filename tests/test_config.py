@@ -113,3 +113,19 @@ def test_model_backend_is_read_as_runtime_and_derived_cache_values_are_on_the_co
     assert config.embeddings_dir == config.cache.dir / "embeddings"
     with pytest.raises(ConfigError, match="set model.runtime only"):
         load_config(write(tmp_path, minimal(model={"backend": "torch", "runtime": "onnx"}), "both.yaml"))
+
+
+def test_default_locations_are_read_from_the_environment_when_asked(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    from batchlabel.config import default_weights_dir, label_studio_venv_override, user_cache_home
+    from batchlabel.sync.server import default_template_dir, default_venv
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("BATCHLABEL_LABEL_STUDIO_VENV", str(tmp_path / "ls-venv"))
+    assert default_weights_dir() == tmp_path / "cache" / "batchlabel" / "weights"
+    assert default_template_dir().parent == tmp_path / "cache" / "batchlabel"
+    assert label_studio_venv_override() == default_venv() == tmp_path / "ls-venv"
+    monkeypatch.setenv("XDG_CACHE_HOME", "")  # empty counts as unset, for weights and the template alike
+    monkeypatch.setenv("BATCHLABEL_LABEL_STUDIO_VENV", "")
+    assert user_cache_home() == Path.home() / ".cache"
+    assert label_studio_venv_override() is None and default_venv().name == ".venv-ls"

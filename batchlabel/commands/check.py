@@ -117,7 +117,7 @@ def _check_family(config: Config) -> Iterator[CheckResult]:
     """``model.checkpoint`` of a SAM 2.1 / HQ-SAM model: a Hugging Face folder, a hub id, or auto."""
     from batchlabel.infer.families import HF_MODEL_SPECS, canonical_name
     from batchlabel.infer.families.hub import resolve_hf_folder
-    from batchlabel.infer.models import WeightsUnavailableError
+    from batchlabel.infer.weights import WeightsUnavailableError
 
     model = config.model
     spec = HF_MODEL_SPECS[canonical_name(model.name)]
@@ -152,7 +152,8 @@ def _check_model(config: Config) -> Iterator[CheckResult]:
 
 def _check_sam_weights(config: Config) -> Iterator[CheckResult]:
     """``model.checkpoint`` and prompt kinds of a ``segment_anything`` model (SAM, MobileSAM, LiteMedSAM)."""
-    from batchlabel.infer.models import MODEL_SPECS, default_weights_dir
+    from batchlabel.config import default_weights_dir
+    from batchlabel.infer.model_registry import MODEL_SPECS
 
     model = config.model
     spec = MODEL_SPECS[model.name]

@@ -30,7 +30,7 @@ def _is_loopback(host: str) -> bool:
 
 def serve_command(config: Config, args: argparse.Namespace) -> int:
     """Run the backend with ``serve.host``/``serve.port`` (overridden by ``--host``/``--port``)."""
-    from batchlabel.infer.models import WeightsUnavailableError
+    from batchlabel.infer.weights import WeightsUnavailableError
     from batchlabel.serve.allocator import limit_malloc_arenas
     from batchlabel.serve.app import create_app
     from batchlabel.serve.runner import BindError, ForegroundServer, bind_socket, uvicorn_config

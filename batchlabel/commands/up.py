@@ -34,7 +34,8 @@ def _check_weights(config: Config) -> str | None:
     """None when the configured weights are available (downloading them if needed), else the reason."""
     from batchlabel.infer.families import HF_MODEL_SPECS, canonical_name
     from batchlabel.infer.families.hub import resolve_hf_folder
-    from batchlabel.infer.models import MODEL_SPECS, WeightsUnavailableError, resolve_checkpoint
+    from batchlabel.infer.model_registry import MODEL_SPECS
+    from batchlabel.infer.weights import WeightsUnavailableError, resolve_checkpoint
 
     if config.model.checkpoint == "random":
         return None
@@ -89,7 +90,7 @@ def _start_backend(config: Config, stack: ExitStack, model: Any) -> str:
 def _how_to_label(config: Config) -> str:
     """The one-line labeling hint, for the prompts the configured model understands."""
     from batchlabel.infer.families import HF_MODEL_SPECS, canonical_name
-    from batchlabel.infer.models import MODEL_SPECS
+    from batchlabel.infer.model_registry import MODEL_SPECS
 
     name = canonical_name(config.model.name)
     if name in HF_MODEL_SPECS or "point" in MODEL_SPECS[name].prompt_kinds:
@@ -113,7 +114,7 @@ def _wait_for_signal() -> None:
 def up_command(config: Config, args: argparse.Namespace) -> int:
     from batchlabel.commands.ingest import watch
     from batchlabel.infer.engine import load_engine_model
-    from batchlabel.infer.models import WeightsUnavailableError
+    from batchlabel.infer.weights import WeightsUnavailableError
     from batchlabel.serve.runner import BindError
     from batchlabel.sync.client import LabelStudioError, connect, ensure_project
     from batchlabel.sync.ml_backend import connect_ml_backend

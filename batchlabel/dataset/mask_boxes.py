@@ -28,7 +28,7 @@ def sam_box_masker(config: Any, *, model: Any | None = None) -> BoxMasker:
     from batchlabel.infer.decoder import Prompt
     from batchlabel.infer.engine import build_engine
     from batchlabel.infer.images import ImageLoadError, load_image
-    from batchlabel.infer.models import WeightsUnavailableError
+    from batchlabel.infer.weights import WeightsUnavailableError
 
     try:
         engine = build_engine(config.model, config.cache, model=model, batched=False)

@@ -26,7 +26,8 @@ import numpy as np
 from batchlabel.infer.preprocess import normalise_canvas
 
 if TYPE_CHECKING:
-    from batchlabel.infer.models import LoadedModel, ModelSpec
+    from batchlabel.infer.model_registry import ModelSpec
+    from batchlabel.infer.models import LoadedModel
 
 log = logging.getLogger(__name__)
 

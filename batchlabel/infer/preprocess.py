@@ -18,7 +18,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-    from batchlabel.infer.models import ModelSpec
+    from batchlabel.infer.model_registry import ModelSpec
 
 
 def input_size_for(original_size: tuple[int, int], long_side: int) -> tuple[int, int]:

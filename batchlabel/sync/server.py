@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from batchlabel.config import label_studio_venv_override, user_cache_home
+
 if TYPE_CHECKING:
     from batchlabel.config import Config
 
@@ -58,10 +60,7 @@ def find_free_port(host: str = "127.0.0.1") -> int:
 
 def default_venv() -> Path:
     """Label Studio's venv: ``$BATCHLABEL_LABEL_STUDIO_VENV`` or ``.venv-ls`` in the source checkout."""
-    override = os.environ.get("BATCHLABEL_LABEL_STUDIO_VENV")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2] / ".venv-ls"
+    return label_studio_venv_override() or Path(__file__).resolve().parents[2] / ".venv-ls"
 
 
 def label_studio_executable(venv: Path) -> Path:
@@ -282,8 +281,7 @@ TEMPLATE_CREDENTIALS = Credentials(
 
 
 def default_template_dir() -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "batchlabel" / f"label-studio-template-{LABEL_STUDIO_VERSION}"
+    return user_cache_home() / "batchlabel" / f"label-studio-template-{LABEL_STUDIO_VERSION}"
 
 
 def ensure_template(template_dir: Path | None = None, *, venv: Path | None = None,

@@ -20,8 +20,8 @@ from batchlabel.infer.decoder import Prompt
 from batchlabel.infer.families import load_family
 from batchlabel.infer.families.hf import TransformersFamily
 from batchlabel.infer.images import LoadedImage
-from batchlabel.infer.models import WeightsUnavailableError
 from batchlabel.infer.store import EmbeddingStore, extras_path
+from batchlabel.infer.weights import WeightsUnavailableError
 
 SAM2 = "sam2.1_hiera_tiny"
 SAM_HQ = "sam_hq_vit_b"

@@ -1,14 +1,10 @@
-"""batchlabel.infer.models: registry, strict loading, random-weights switch, and the download path against a real
-loopback HTTP server (good file, truncated file, wrong checksum, unreachable server)."""
+"""batchlabel.infer.models: strict loading, the random-weights switch, deterministic random weights, LiteMedSAM's
+real weights and its normalisation, ViT-B's official keys."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.server
-import socket
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,104 +12,11 @@ import pydantic
 import pytest
 import torch
 
-from batchlabel.config import MODEL_NAMES, ModelConfig
-from batchlabel.infer.families import HF_MODEL_SPECS, MODEL_ALIASES
-from batchlabel.infer.models import (
-    MODEL_SPECS,
-    WeightsUnavailableError,
-    build_random,
-    load_model,
-    load_state_dict_strict,
-    resolve_checkpoint,
-)
+from batchlabel.config import ModelConfig
+from batchlabel.infer.model_registry import MODEL_SPECS
+from batchlabel.infer.models import build_random, load_model, load_state_dict_strict
 from batchlabel.infer.preprocess import normalise_canvas, preprocess, resize_to_canvas
-
-PAYLOAD = bytes(range(256)) * 400  # 100 KiB "checkpoint"
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    routes: dict[str, bytes] = {}
-    lie_about_length: set[str] = set()
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        body = self.routes.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - silence the test server
-        pass
-
-
-@pytest.fixture
-def server() -> Iterator[str]:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    _Handler.routes = {
-        "/good.pt": PAYLOAD,
-        "/truncated.pt": PAYLOAD[: len(PAYLOAD) // 2],
-        "/tampered.pt": PAYLOAD[:-1] + b"X",
-    }
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
-def _spec(url: str):
-    return dataclasses.replace(
-        MODEL_SPECS["mobile_sam"], url=url, sha256=hashlib.sha256(PAYLOAD).hexdigest(), size_bytes=len(PAYLOAD),
-        filename="test_weights.pt",
-    )
-
-
-def test_registry_covers_config_names() -> None:
-    assert set(MODEL_SPECS) | set(HF_MODEL_SPECS) | set(MODEL_ALIASES) == set(MODEL_NAMES)
-    assert MODEL_SPECS["litemedsam"].prompt_kinds == frozenset({"box"})
-    assert MODEL_SPECS["litemedsam"].input_size == 256 and MODEL_SPECS["sam_vit_h"].input_size == 1024
-    for spec in MODEL_SPECS.values():
-        assert spec.sha256 is not None and len(spec.sha256) == 64 and spec.size_bytes
-    assert MODEL_SPECS["sam_vit_b"].url == "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth"
-
-
-def test_download_good_file_then_cached(server: str, tmp_path: Path) -> None:
-    spec = _spec(f"{server}/good.pt")
-    path = resolve_checkpoint(spec, "auto", weights_dir=tmp_path)
-    assert path == tmp_path / "test_weights.pt" and path.read_bytes() == PAYLOAD
-    offline = dataclasses.replace(spec, url="http://127.0.0.1:9/never-contacted")
-    assert resolve_checkpoint(offline, "auto", weights_dir=tmp_path) == path  # verified cache, no network
-    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".part"] == []
-
-
-@pytest.mark.parametrize(("route", "fragment"), [("/truncated.pt", "truncated"), ("/tampered.pt", "sha256")])
-def test_bad_download_is_deleted_and_explained(server: str, tmp_path: Path, route: str, fragment: str) -> None:
-    spec = _spec(f"{server}{route}")
-    with pytest.raises(WeightsUnavailableError) as info:
-        resolve_checkpoint(spec, "auto", weights_dir=tmp_path)
-    message = str(info.value)
-    assert fragment in message and spec.url in message and spec.sha256 in message
-    assert str(tmp_path / "test_weights.pt") in message
-    assert list(tmp_path.iterdir()) == []  # nothing half-downloaded left behind
-
-
-def test_unreachable_server_says_which_file_to_put_where(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # closed again: nothing listens there
-    spec = _spec(f"http://127.0.0.1:{port}/weights.pt")
-    with pytest.raises(WeightsUnavailableError) as info:
-        resolve_checkpoint(spec, "auto", weights_dir=tmp_path)
-    message = str(info.value)
-    assert spec.url in message and f"put it at {tmp_path / 'test_weights.pt'}" in message
-    assert spec.sha256 in message and "model.checkpoint" in message
-    with pytest.raises(WeightsUnavailableError, match="not found"):
-        resolve_checkpoint(spec, str(tmp_path / "nope.pt"), weights_dir=tmp_path)
+from batchlabel.infer.weights import WeightsUnavailableError
 
 
 def test_random_weights_need_the_test_switch() -> None:

@@ -39,14 +39,9 @@ from batchlabel.infer.embedding import ImageEmbedding
 from batchlabel.infer.families.base import ModelFamily
 from batchlabel.infer.families.hub import resolve_hf_folder, weights_file
 from batchlabel.infer.images import LoadedImage
-from batchlabel.infer.models import (
-    RANDOM_WEIGHTS_SEED,
-    WeightsUnavailableError,
-    checkpoint_sha256,
-    resolve_device,
-    resolve_precision,
-)
+from batchlabel.infer.models import RANDOM_WEIGHTS_SEED, resolve_device, resolve_precision
 from batchlabel.infer.upsample import upsample_masks
+from batchlabel.infer.weights import WeightsUnavailableError, checkpoint_sha256
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel

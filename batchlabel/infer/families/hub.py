@@ -18,7 +18,8 @@ import logging
 import re
 from pathlib import Path
 
-from batchlabel.infer.models import WeightsUnavailableError, default_weights_dir
+from batchlabel.config import default_weights_dir
+from batchlabel.infer.weights import WeightsUnavailableError
 
 log = logging.getLogger(__name__)
 
