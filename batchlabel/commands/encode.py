@@ -84,11 +84,11 @@ class _Proposals:
 def encode_command(config: Config, args: argparse.Namespace) -> int:
     """Encode every image under the document root into the embedding store. See the module docstring."""
     if getattr(args, "ray", None) is not None:
-        from batchlabel.ingest.ray_encode import ray_encode_command
+        from batchlabel.commands.ray_encode import ray_encode_command
 
         return ray_encode_command(config, args)
     from batchlabel.infer.engine import build_engine
-    from batchlabel.infer.models import WeightsUnavailableError
+    from batchlabel.infer.weights import WeightsUnavailableError
     from batchlabel.ingest.journal import Journal
 
     as_json = bool(getattr(args, "json", False))
@@ -184,8 +184,9 @@ def encode_command(config: Config, args: argparse.Namespace) -> int:
 def export_onnx_command(config: Config, args: argparse.Namespace) -> int:
     """Export the configured model's encoder and decoder to ONNX (``--out`` or ``<cache.dir>/onnx``)."""
     from batchlabel.infer.families import HF_MODEL_SPECS, canonical_name
-    from batchlabel.infer.models import WeightsUnavailableError, load_model
+    from batchlabel.infer.models import load_model
     from batchlabel.infer.onnx_export import export_onnx
+    from batchlabel.infer.weights import WeightsUnavailableError
 
     if canonical_name(config.model.name) in HF_MODEL_SPECS:
         print(f"batchlabel export-onnx: model.name {config.model.name} runs on transformers; no ONNX export for it "

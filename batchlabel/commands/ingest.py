@@ -85,7 +85,7 @@ def _load_engine(config: Config, model: Any = None) -> Engine:
     """Model, store, encoder and decoder (none in mode ``none``); ``model`` reuses an already loaded one
     (``batchlabel up`` shares the backend's model with the watcher)."""
     from batchlabel.infer.engine import build_engine
-    from batchlabel.infer.models import WeightsUnavailableError
+    from batchlabel.infer.weights import WeightsUnavailableError
 
     try:
         return build_engine(config.model, config.cache, model=model,
@@ -236,10 +236,11 @@ def run_command(config: Config, args: argparse.Namespace) -> int:
     stop = threading.Event()
     cluster, cluster_predictions = None, None
     if getattr(args, "ray", None) is not None:  # encode (and predict) on a Ray cluster first; the rest as below
-        from batchlabel.ingest.ray_encode import RayUnavailableError, prefetch_for_run
+        from batchlabel.commands.ray_encode import prefetch_on_cluster
+        from batchlabel.ingest.ray_encode import RayUnavailableError
 
         try:
-            cluster_summary, cluster_predictions = prefetch_for_run(config, args)
+            cluster_summary, cluster_predictions = prefetch_on_cluster(config, args)
         except RayUnavailableError as error:
             print(f"batchlabel run: {error}", file=sys.stderr)
             return EXIT_CONFIG

@@ -30,14 +30,11 @@ a re-run does only what is missing because the store is consulted before every e
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
 import logging
 import math
 import socket
 import sqlite3
-import sys
 import tempfile
 import threading
 import time
@@ -52,7 +49,6 @@ from batchlabel.config import Config
 
 log = logging.getLogger(__name__)
 
-ENCODE_STAGE = "encode"
 #: Object store of a Ray that ``--ray`` with no address starts in this process (rows are small: paths, hashes).
 LOCAL_OBJECT_STORE_BYTES = 256 * (1 << 20)
 LOCAL_ADDRESS = "local"
@@ -299,80 +295,6 @@ def _run_on_cluster(ray: Any, config: Config, rel_paths: Sequence[str], actors: 
             on_result(result)
 
 
-def ray_encode_command(config: Config, args: argparse.Namespace) -> int:
-    """``batchlabel encode CONFIG --ray [ADDRESS] [--ray-actors N]``: every image under the document root (the
-    same selection as the local ``encode``) encoded on the cluster; failures printed and journaled. Exit codes as
-    ``encode`` (2 also when Ray is missing or unreachable)."""
-    from batchlabel.ingest.discovery import PathFilter, scan
-    from batchlabel.ingest.journal import Journal
-
-    as_json = bool(getattr(args, "json", False))
-    root = config.storage.root
-    if not root.is_dir():
-        print(f"batchlabel encode: storage.root {root} is not a folder", file=sys.stderr)
-        return 2
-    rel_paths = sorted(path.relative_to(root).as_posix()
-                       for path in scan(root, PathFilter(config.storage.include, config.storage.exclude)))
-    address = args.ray if args.ray != LOCAL_ADDRESS else None
-    with Journal(config.journal_path) as journal, _progress(args, len(rel_paths), "encode") as progress:
-        def record(result: ClusterResult) -> None:
-            if result.error is not None:
-                progress.write(f"{result.rel_path}: {result.error}")
-                journal.mark_failed(result.rel_path, ENCODE_STAGE, result.error, result.sha256)
-            elif result.sha256 is not None:
-                journal.mark_encoded(result.rel_path, result.sha256, result.model_id)
-            progress.update()
-
-        try:
-            with contextlib.redirect_stdout(sys.stderr):  # Ray's own messages; stdout is the report's
-                summary = encode_on_cluster(config, rel_paths, address=address,
-                                            actors=getattr(args, "ray_actors", None), on_result=record)
-        except RayUnavailableError as error:
-            print(f"batchlabel encode: {error}", file=sys.stderr)
-            return 2
-    model_ids = sorted(summary.model_ids)
-    report = {**summary.as_dict(), "ray_address": args.ray, "model_id": ", ".join(model_ids)}
-    if as_json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(f"encoded {summary.encoded}, already stored {summary.cached}, failed {len(summary.failures)} of "
-              f"{summary.images} images with {report['model_id']} on {summary.actors} Ray actor(s) "
-              f"in {summary.wall_s:.1f} s")
-    return 1 if summary.failures else 0
-
-
-class _Progress:
-    """One tqdm bar on a terminal (``write`` keeps failure lines above it), plain stderr lines otherwise."""
-
-    def __init__(self, bar: Any) -> None:
-        self.bar = bar
-
-    def update(self) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def write(self, line: str) -> None:
-        if self.bar is not None:
-            self.bar.write(line, file=sys.stderr)
-        else:
-            print(line, file=sys.stderr)
-
-
-@contextlib.contextmanager
-def _progress(args: argparse.Namespace, total: int, desc: str) -> Iterator[_Progress]:
-    """The command's one progress bar (a tqdm bar on a terminal unless ``--no-progress``/``--json``)."""
-    bar = None
-    if sys.stderr.isatty() and not getattr(args, "no_progress", False) and not getattr(args, "json", False):
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, unit="img", desc=f"{desc} (ray)", file=sys.stderr)
-    try:
-        yield _Progress(bar)
-    finally:
-        if bar is not None:
-            bar.close()
-
-
 def pending_rel_paths(config: Config) -> Iterator[str]:
     """The files ``run`` would work on: discovery's selection under ``storage.root`` minus those the journal has as
     pushed, duplicate or failed with the same size and mtime (unchanged since)."""
@@ -399,26 +321,29 @@ def predicts_on_cluster(config: Config) -> bool:
     return pre.mode in ("everything", "detect") or (pre.mode == "boxes" and "tasks" not in pre.boxes_from)
 
 
-def prefetch_for_run(config: Config, args: argparse.Namespace) -> tuple[ClusterSummary, PredictionSpool]:
-    """``run --ray``: encode the pending files on the cluster into the store first (and predict them there when
-    :func:`predicts_on_cluster`), so the local pipeline that follows (Label Studio push, journal) finds every
-    embedding stored and takes each prediction from the returned spool (close it when the run is over). Failures
-    are left to the pipeline, which meets them again (or takes the actor's predict failure) and journals them as a
-    local run does."""
-    rel_paths = list(pending_rel_paths(config))
-    address = args.ray if args.ray != LOCAL_ADDRESS else None
+def prefetch_for_run(
+    config: Config, rel_paths: Sequence[str], *, address: str | None, actors: int | None = None,
+    on_result: Callable[[ClusterResult], None] | None = None,
+) -> tuple[ClusterSummary, PredictionSpool]:
+    """``run --ray``: encode the pending files (``rel_paths``: :func:`pending_rel_paths`) on the cluster into the
+    store first (and predict them there when :func:`predicts_on_cluster`), so the local pipeline that follows (Label
+    Studio push, journal) finds every embedding stored and takes each prediction from the returned spool (close it
+    when the run is over). Failures are left to the pipeline, which meets them again (or takes the actor's predict
+    failure) and journals them as a local run does. ``address``: the cluster's (None: a local one); ``on_result``:
+    called per file (progress)."""
     predict = predicts_on_cluster(config)
     spool = PredictionSpool()
-    try:
-        with _progress(args, len(rel_paths), "encode") as progress, contextlib.redirect_stdout(sys.stderr):
-            def keep(result: ClusterResult) -> None:
-                if result.predicted and result.sha256 is not None:
-                    spool.put(result.rel_path, ClusterPrediction(result.sha256, result.model_version,
-                                                                 result.prediction, result.predict_error))
-                progress.update()
 
-            summary = encode_on_cluster(config, rel_paths, address=address, actors=getattr(args, "ray_actors", None),
-                                        on_result=keep, predict=predict)
+    def keep(result: ClusterResult) -> None:
+        if result.predicted and result.sha256 is not None:
+            spool.put(result.rel_path, ClusterPrediction(result.sha256, result.model_version,
+                                                         result.prediction, result.predict_error))
+        if on_result is not None:
+            on_result(result)
+
+    try:
+        summary = encode_on_cluster(config, rel_paths, address=address, actors=actors, on_result=keep,
+                                    predict=predict)
     except BaseException:
         spool.close()
         raise

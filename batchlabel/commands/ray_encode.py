@@ -1,0 +1,113 @@
+"""The face of ``--ray``: ``batchlabel encode --ray`` (:func:`ray_encode_command`) and ``run --ray``'s cluster pass
+(:func:`prefetch_on_cluster`), with the command's one progress bar and its report. The cluster work itself is
+:mod:`batchlabel.ingest.ray_encode`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from batchlabel.config import Config
+from batchlabel.ingest.ray_encode import (
+    LOCAL_ADDRESS,
+    ClusterResult,
+    RayUnavailableError,
+    encode_on_cluster,
+    pending_rel_paths,
+    prefetch_for_run,
+)
+
+if TYPE_CHECKING:
+    from batchlabel.ingest.ray_encode import ClusterSummary, PredictionSpool
+
+
+def ray_encode_command(config: Config, args: argparse.Namespace) -> int:
+    """``batchlabel encode CONFIG --ray [ADDRESS] [--ray-actors N]``: every image under the document root (the
+    same selection as the local ``encode``) encoded on the cluster; failures printed and journaled. Exit codes as
+    ``encode`` (2 also when Ray is missing or unreachable)."""
+    from batchlabel.ingest.discovery import PathFilter, scan
+    from batchlabel.ingest.journal import Journal
+
+    as_json = bool(getattr(args, "json", False))
+    root = config.storage.root
+    if not root.is_dir():
+        print(f"batchlabel encode: storage.root {root} is not a folder", file=sys.stderr)
+        return 2
+    rel_paths = sorted(path.relative_to(root).as_posix()
+                       for path in scan(root, PathFilter(config.storage.include, config.storage.exclude)))
+    address = _address(args)
+    with Journal(config.journal_path) as journal, _progress(args, len(rel_paths), "encode") as progress:
+        def record(result: ClusterResult) -> None:
+            if result.error is not None:
+                progress.write(f"{result.rel_path}: {result.error}")
+                journal.mark_failed(result.rel_path, "encode", result.error, result.sha256)
+            elif result.sha256 is not None:
+                journal.mark_encoded(result.rel_path, result.sha256, result.model_id)
+            progress.update()
+
+        try:
+            with contextlib.redirect_stdout(sys.stderr):  # Ray's own messages; stdout is the report's
+                summary = encode_on_cluster(config, rel_paths, address=address,
+                                            actors=getattr(args, "ray_actors", None), on_result=record)
+        except RayUnavailableError as error:
+            print(f"batchlabel encode: {error}", file=sys.stderr)
+            return 2
+    model_ids = sorted(summary.model_ids)
+    report = {**summary.as_dict(), "ray_address": args.ray, "model_id": ", ".join(model_ids)}
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"encoded {summary.encoded}, already stored {summary.cached}, failed {len(summary.failures)} of "
+              f"{summary.images} images with {report['model_id']} on {summary.actors} Ray actor(s) "
+              f"in {summary.wall_s:.1f} s")
+    return 1 if summary.failures else 0
+
+
+class _Progress:
+    """One tqdm bar on a terminal (``write`` keeps failure lines above it), plain stderr lines otherwise."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+
+    def update(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def write(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _progress(args: argparse.Namespace, total: int, desc: str) -> Iterator[_Progress]:
+    """The command's one progress bar (a tqdm bar on a terminal unless ``--no-progress``/``--json``)."""
+    bar = None
+    if sys.stderr.isatty() and not getattr(args, "no_progress", False) and not getattr(args, "json", False):
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="img", desc=f"{desc} (ray)", file=sys.stderr)
+    try:
+        yield _Progress(bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def prefetch_on_cluster(config: Config, args: argparse.Namespace) -> tuple[ClusterSummary, PredictionSpool]:
+    """``run --ray``'s first pass (:func:`batchlabel.ingest.ray_encode.prefetch_for_run`) with its progress bar; Ray's
+    own messages go to stderr (stdout is the report's). Raises :class:`RayUnavailableError`."""
+    rel_paths = list(pending_rel_paths(config))
+    with _progress(args, len(rel_paths), "encode") as progress, contextlib.redirect_stdout(sys.stderr):
+        return prefetch_for_run(config, rel_paths, address=_address(args), actors=getattr(args, "ray_actors", None),
+                                on_result=lambda result: progress.update())
+
+
+def _address(args: argparse.Namespace) -> str | None:
+    return args.ray if args.ray != LOCAL_ADDRESS else None
