@@ -213,6 +213,18 @@ def _report_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _watch_summary_line(session: _Session) -> str:
+    """``watch``'s periodic line: where the journal's files stand, then what this session did, e.g. ``journal: pushed
+    120, duplicate 3, failed 1, in progress 4; since start: encoded 7, predicted 7, pushed 7; waiting to be stable 2``
+    (the journal's per-stage counts alone read "encoded 0" once everything is pushed)."""
+    stages = session.journal.counts()
+    in_progress = stages["discovered"] + stages["encoded"] + stages["predicted"]
+    done = session.pipeline.counters
+    return (f"journal: pushed {stages['pushed']}, duplicate {stages['duplicate']}, failed {stages['failed']}, "
+            f"in progress {in_progress}; since start: encoded {done.encoded}, predicted {done.predicted}, "
+            f"pushed {done.pushed}; waiting to be stable {session.tracker.pending()}")
+
+
 def _summary(session: _Session, started: float, scanned: int) -> dict[str, Any]:
     counters = session.pipeline.counters.as_dict()
     failures = [
@@ -332,9 +344,7 @@ def watch(config: Config, *, summary_every_s: float = 60.0, label_studio_url: st
                 due = session.tracker.next_due_s()
                 session.tracker.wait_for_change(min(1.0, due if due is not None else 1.0) or POLL_S)
                 if time.monotonic() >= next_summary:
-                    counts = session.journal.counts()
-                    log.info("summary: %s; %d waiting to be stable", ", ".join(f"{k} {v}" for k, v in counts.items()),
-                             session.tracker.pending())
+                    log.info("summary: %s", _watch_summary_line(session))
                     next_summary = time.monotonic() + summary_every_s
             log.info("stopping: finishing the batch in flight")
             watcher.stop()

@@ -82,6 +82,10 @@ def test_watch_ingests_files_as_they_become_stable(label_studio, make_config, tm
         assert done, (tmp_path / "watch.log").read_text()[-3000:]
         status = json.loads(run_cli("status", str(cfg), "--json").stdout)
         assert [f["path"] for f in status["failures"]] == ["b/bad.png"]
+        summary = ("summary: journal: pushed 3, duplicate 1, failed 1, in progress 0; "
+                   "since start: encoded 3, predicted 3, pushed 3")  # logged every 2 s
+        assert wait_for(lambda: summary in (tmp_path / "watch.log").read_text(), timeout_s=30), \
+            (tmp_path / "watch.log").read_text()[-3000:]
     finally:
         daemon.send_signal(signal.SIGTERM)
         code = daemon.wait(timeout=60)
