@@ -69,8 +69,7 @@ class RunState:
     def count(self, **increments: int) -> None:
         """Add to named counters, e.g. ``count(encoded=1, cached=0)``."""
         with self._lock:
-            for name, amount in increments.items():
-                setattr(self.counters, name, getattr(self.counters, name) + amount)
+            self._add(increments)
 
     def progress(self, rel: str) -> None:
         if self._on_progress is not None:
@@ -79,8 +78,7 @@ class RunState:
     def finished(self, rel: str, **increments: int) -> None:
         """``rel`` is done (its journal stage already written): counted, out of flight, progress reported."""
         with self._lock:
-            for name, amount in increments.items():
-                setattr(self.counters, name, getattr(self.counters, name) + amount)
+            self._add(increments)
             self._in_flight.discard(rel)
         self.progress(rel)
 
@@ -108,3 +106,7 @@ class RunState:
             self._in_flight.discard(rel)
         log.info("%s: deleted before its task was pushed; dropped from the journal", rel)
         self.progress(rel)
+
+    def _add(self, increments: dict[str, int]) -> None:  # the caller holds the lock
+        for name, amount in increments.items():
+            setattr(self.counters, name, getattr(self.counters, name) + amount)
