@@ -249,8 +249,12 @@ def run_command(config: Config, args: argparse.Namespace) -> int:
     cluster, cluster_predictions = None, None
     if getattr(args, "ray", None) is not None:  # encode (and predict) on a Ray cluster first; the rest as below
         from batchlabel.commands.ray_encode import prefetch_on_cluster
+        from batchlabel.ingest.journal import Journal
         from batchlabel.ingest.ray_encode import RayUnavailableError
 
+        if getattr(args, "retry_failed", False):  # before the cluster's work list, so the actors take them too
+            with Journal(config.journal_path) as journal:
+                log.info("--retry-failed: %d failed file(s) queued again", journal.retry_failed())
         try:
             cluster_summary, cluster_predictions = prefetch_on_cluster(config, args)
         except RayUnavailableError as error:
@@ -268,7 +272,7 @@ def run_command(config: Config, args: argparse.Namespace) -> int:
             session = _start(config, ls, stop=stop, unavailable_limit_s=RUN_UNAVAILABLE_LIMIT_S,
                              on_progress=run_progress, cluster_predictions=cluster_predictions)
             try:
-                if getattr(args, "retry_failed", False):
+                if getattr(args, "retry_failed", False) and cluster is None:
                     log.info("--retry-failed: %d failed file(s) queued again", session.journal.retry_failed())
                 scanned = _initial_scan(session, config)
                 run_progress.start(scanned)

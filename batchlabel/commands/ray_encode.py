@@ -100,7 +100,7 @@ def _progress(args: argparse.Namespace, total: int, desc: str) -> Iterator[_Prog
             bar.close()
 
 
-def prefetch_on_cluster(config: Config, args: argparse.Namespace) -> tuple[ClusterSummary, PredictionSpool]:
+def prefetch_on_cluster(config: Config, args: argparse.Namespace) -> tuple[ClusterSummary, PredictionSpool | None]:
     """``run --ray``'s first pass (:func:`batchlabel.ingest.ray_encode.prefetch_for_run`) with its progress bar; Ray's
     own messages go to stderr (stdout is the report's). Raises :class:`RayUnavailableError`."""
     rel_paths = list(pending_rel_paths(config))

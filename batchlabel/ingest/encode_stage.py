@@ -56,11 +56,11 @@ class EncodeStage:
             item = by_path.get(str(result.path))
             if item is None:
                 continue
-            if (result.error is not None or result.embedding is None) and not item.path.exists():
-                self.state.vanished(item.rel_path)
-                continue
             if result.error is not None or result.embedding is None:
-                self.state.fail(item.rel_path, "encode", result.error or "no embedding", item.sha256)
+                if item.path.exists():
+                    self.state.fail(item.rel_path, "encode", result.error or "no embedding", item.sha256)
+                else:
+                    self.state.vanished(item.rel_path)
                 continue
             self.journal.mark_encoded(item.rel_path, item.sha256, self.encoder.model_id)
             self.state.count(encoded=1, cached=int(bool(result.cached)))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from batchlabel.infer.confine import PathConfinementError, confine_path
 from batchlabel.infer.images import ReadImage, read_image_file
+from batchlabel.ingest.journal import FINISHED_STAGES
 from batchlabel.sync.client import LabelStudioError, LabelStudioUnavailableError
 
 if TYPE_CHECKING:
@@ -85,12 +86,12 @@ class Intake:
         sha = source.sha256
         new = self.journal.mark_discovered(rel, sha, size=stable.size, mtime_ns=stable.mtime_ns)
         record = self.journal.get(rel)
-        if not new and record is not None and record.stage == "failed" and self.journal.retry_due(record):
+        if not new and record is not None and record.stage in FINISHED_STAGES:
+            if not self.journal.retry_due(record):
+                self.state.count(unchanged=1)
+                return None
             log.info("%s: retrying after a failure that can pass (attempt %d): %s", rel, record.attempts + 1,
                      record.last_error)
-        elif not new and record is not None and record.stage in ("pushed", "duplicate", "failed"):
-            self.state.count(unchanged=1)
-            return None
         self.state.count(discovered=1)
         owner = self.journal.owner_of(sha, exclude=rel)
         if owner is not None and owner.stage != "failed" and (self.config.storage.root / owner.rel_path).exists():

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STAGES = ("discovered", "encoded", "predicted", "pushed", "failed", "duplicate")
-#: Stages after which nothing is left to do for a file (until its content changes).
-DONE_STAGES = ("pushed", "duplicate")
+#: Stages after which a pass leaves a file alone until its content changes (a failure also when its retry is due).
+FINISHED_STAGES = ("pushed", "duplicate", "failed")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (

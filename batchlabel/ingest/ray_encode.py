@@ -65,8 +65,9 @@ class ClusterResult:
     (None when unreadable), ``cached`` (the store had it), ``error`` (one line, None on success), ``encode_s`` (its
     share of the actor's encoder time), ``node`` (host name, Ray node id prefix and process id of the actor that did
     it), ``model_id`` (the actor's model). When the actor predicted (``run --ray``, modes everything/detect):
-    ``prediction`` (the Label Studio prediction dict, None when nothing passed the thresholds), ``predicted`` True,
-    ``predict_error`` (one line, None on success) and ``model_version`` of the prediction."""
+    ``prediction_json`` (the Label Studio prediction as the actor's JSON text, ``"null"`` when nothing passed the
+    thresholds; parsed only where the pipeline takes it), ``predicted`` True, ``predict_error`` (one line, None on
+    success) and ``model_version`` of the prediction."""
 
     rel_path: str
     sha256: str | None
@@ -76,7 +77,7 @@ class ClusterResult:
     node: str
     model_id: str
     predicted: bool = False
-    prediction: dict | None = None
+    prediction_json: str = ""
     predict_error: str | None = None
     model_version: str = ""
 
@@ -157,7 +158,8 @@ class EncodeActor:
         by_path = {str(self.root / rel): rel for rel in rel_paths}
         keys = ("rel_path", "sha256", "cached", "error", "encode_s", "prediction", "predict_error")
         rows: dict[str, list[Any]] = {key: [] for key in keys}
-        for result in self.encoder.encode_files([self.root / rel for rel in rel_paths]):
+        # gathered: Ray hands over a whole batch (one block), so the encoder adds no max_wait_ms of its own
+        for result in self.encoder.encode_files([self.root / rel for rel in rel_paths], gathered=True):
             rel = by_path[str(result.path)]
             rows["rel_path"].append(rel)
             rows["sha256"].append(result.sha256 or "")
@@ -287,7 +289,7 @@ def _run_on_cluster(ray: Any, config: Config, rel_paths: Sequence[str], actors: 
             rel_path=str(row["rel_path"]), sha256=str(row["sha256"]) or None, cached=bool(row["cached"]),
             error=str(row["error"]) or None, encode_s=float(row["encode_s"]), node=str(row["node"]),
             model_id=str(row["model_id"]), predicted=bool(str(row["prediction"]) or str(row["predict_error"])),
-            prediction=json.loads(str(row["prediction"])) if str(row["prediction"]) else None,
+            prediction_json=str(row["prediction"]),
             predict_error=str(row["predict_error"]) or None, model_version=str(row["model_version"]),
         )
         summary.add(result)
@@ -297,16 +299,20 @@ def _run_on_cluster(ray: Any, config: Config, rel_paths: Sequence[str], actors: 
 
 def pending_rel_paths(config: Config) -> Iterator[str]:
     """The files ``run`` would work on: discovery's selection under ``storage.root`` minus those the journal has as
-    pushed, duplicate or failed with the same size and mtime (unchanged since)."""
+    finished (:data:`~batchlabel.ingest.journal.FINISHED_STAGES`) with the same size and mtime (unchanged since),
+    except failures whose retry is due (:meth:`~batchlabel.ingest.journal.Journal.retry_due`), which the pipeline
+    tries again. Size and mtime stand in for the hash, which the pipeline's intake computes when it reads the file."""
     from batchlabel.ingest.discovery import PathFilter, scan
-    from batchlabel.ingest.journal import Journal
+    from batchlabel.ingest.journal import FINISHED_STAGES, Journal
 
     root = config.storage.root
     with Journal(config.journal_path) as journal:
+        finished = {record.rel_path: record for record in journal.records(FINISHED_STAGES)
+                    if not journal.retry_due(record)}
         for path in scan(root, PathFilter(config.storage.include, config.storage.exclude)):
             rel = path.relative_to(root).as_posix()
-            record = journal.get(rel)
-            if record is not None and record.stage in ("pushed", "duplicate", "failed"):
+            record = finished.get(rel)
+            if record is not None:
                 stat = path.stat()
                 if record.size == stat.st_size and record.mtime_ns == stat.st_mtime_ns:
                     continue
@@ -324,26 +330,25 @@ def predicts_on_cluster(config: Config) -> bool:
 def prefetch_for_run(
     config: Config, rel_paths: Sequence[str], *, address: str | None, actors: int | None = None,
     on_result: Callable[[ClusterResult], None] | None = None,
-) -> tuple[ClusterSummary, PredictionSpool]:
+) -> tuple[ClusterSummary, PredictionSpool | None]:
     """``run --ray``: encode the pending files (``rel_paths``: :func:`pending_rel_paths`) on the cluster into the
     store first (and predict them there when :func:`predicts_on_cluster`), so the local pipeline that follows (Label
     Studio push, journal) finds every embedding stored and takes each prediction from the returned spool (close it
     when the run is over). Failures are left to the pipeline, which meets them again (or takes the actor's predict
     failure) and journals them as a local run does. ``address``: the cluster's (None: a local one); ``on_result``:
-    called per file (progress)."""
-    predict = predicts_on_cluster(config)
+    called per file (progress). The spool is None when the actors predict nothing (:func:`predicts_on_cluster`)."""
+    if not predicts_on_cluster(config):
+        return encode_on_cluster(config, rel_paths, address=address, actors=actors, on_result=on_result), None
     spool = PredictionSpool()
 
     def keep(result: ClusterResult) -> None:
         if result.predicted and result.sha256 is not None:
-            spool.put(result.rel_path, ClusterPrediction(result.sha256, result.model_version,
-                                                         result.prediction, result.predict_error))
+            spool.put(result.rel_path, result)
         if on_result is not None:
             on_result(result)
 
     try:
-        summary = encode_on_cluster(config, rel_paths, address=address, actors=actors, on_result=keep,
-                                    predict=predict)
+        summary = encode_on_cluster(config, rel_paths, address=address, actors=actors, on_result=keep, predict=True)
     except BaseException:
         spool.close()
         raise
@@ -373,10 +378,12 @@ class PredictionSpool:
                          " prediction TEXT, error TEXT)")
         self._lock = threading.Lock()
 
-    def put(self, rel_path: str, entry: ClusterPrediction) -> None:
+    def put(self, rel_path: str, result: ClusterResult) -> None:
+        """Keep the actor's prediction for ``rel_path`` (its JSON text as it came, parsed by :meth:`get`)."""
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?)",
-                             (rel_path, entry.sha256, entry.model_version, json.dumps(entry.prediction), entry.error))
+                             (rel_path, result.sha256, result.model_version, result.prediction_json or "null",
+                              result.predict_error))
 
     def get(self, rel_path: str) -> ClusterPrediction | None:
         with self._lock:
