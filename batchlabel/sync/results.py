@@ -21,6 +21,7 @@ The items built for one object share a group id: their ids are ``"<group>_<kind>
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -262,7 +263,7 @@ def _check_item(item: Any, expected_types: Sequence[str]) -> tuple[str, dict[str
         raw = item.get(key)
         if raw is None:
             raise ResultFormatError(f"{what}: missing {key}")
-        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw <= 0 or int(raw) != raw:
+        if not _finite_number(raw) or raw <= 0 or int(raw) != raw:
             raise ResultFormatError(f"{what}: {key} must be a positive integer, got {raw!r}")
         size.append(int(raw))
     rotation = item.get("image_rotation", 0) or 0
@@ -281,10 +282,20 @@ def _label(what: str, value: Mapping[str, Any], result_type: str) -> str:
     return labels[0]
 
 
+def _finite_number(raw: object) -> bool:
+    """An int or float (not a bool) that is finite as a float: ``1e400``-sized ints and NaN/inf are not."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        return False
+    try:
+        return math.isfinite(raw)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
 def _number(what: str, value: Mapping[str, Any], key: str) -> float:
     raw = value.get(key)
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not np.isfinite(raw):
-        raise ResultFormatError(f"{what}: value.{key} must be a number, got {raw!r}")
+    if not _finite_number(raw):
+        raise ResultFormatError(f"{what}: value.{key} must be a number, got {str(raw)[:40]!r}")
     return float(raw)
 
 

@@ -245,3 +245,16 @@ def test_polygon_mask_from_polygon_results_matches_brush_closely() -> None:
     (item,) = polygon_results(disc, label="a", from_name="polygon", to_name="image", tolerance_px=1.5)
     # simplification chords cut inside a convex outline: about 0.94 on this 18-pixel-radius disc
     assert _iou(parse_result_mask(item)[1], disc) >= 0.92
+
+
+@pytest.mark.parametrize(("key", "raw"), [("x", 10**400), ("width", float("inf")), ("y", float("nan")),
+                                          ("original_width", 10**400), ("original_height", float("inf"))])
+def test_numbers_a_float_cannot_hold_are_format_errors_not_crashes(key: str, raw: Any) -> None:
+    """JSON allows integers of any size; one such number in a task must be that task's ResultFormatError (the
+    batch goes on), not an OverflowError or TypeError that fails a whole /predict batch."""
+    item = rectangle_result((4.0, 5.0, 50.0, 44.0), label="cat", from_name="box", to_name="image",
+                            image_size=(100, 80))
+    target = item if key.startswith("original_") else item["value"]
+    target[key] = raw
+    with pytest.raises(ResultFormatError, match=key):
+        parse_rectangle(item)
