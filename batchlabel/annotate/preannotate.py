@@ -138,9 +138,7 @@ def preannotate(config: Config, decoder: Any, embedding: ImageEmbedding, task: M
     elif pre.mode == "detect":
         from batchlabel.annotate.detect import detect_objects
 
-        rel_path = rel_path_of(task)
-        image_path = None if rel_path is None else config.storage.root / rel_path
-        found = detect_objects(config, decoder, embedding, labels, image_path)
+        found = detect_objects(config, decoder, embedding, labels, task_image_path(config, task, names.image_key))
         objects = [(obj.mask, obj.label, obj.score, obj.box_xyxy) for obj in found]
     result: list[dict] = []
     scores: list[float] = []
@@ -259,12 +257,31 @@ def _decode_points(decoder: Any, embedding: ImageEmbedding, points: Sequence[Poi
     return [(masks.masks[0], label, float(masks.scores[0])) for label, masks in zip(labels, decoded, strict=True)]
 
 
-def rel_path_of(task: Mapping[str, Any]) -> str | None:
-    """The document-root-relative path of a task's local-files image URL, or None."""
+def rel_path_of(task: Mapping[str, Any], image_key: str = "image") -> str | None:
+    """The document-root-relative path of a task's local-files image URL (``data[image_key]``, else
+    ``data["image"]``, the key batchlabel's own tasks use), or None (no such key, an upload or an http URL)."""
     from batchlabel.sync.client import rel_path_from_url
 
-    url = (task.get("data") or {}).get("image")
+    data = task.get("data") or {}
+    url = data.get(image_key, data.get("image"))
     return rel_path_from_url(url) if isinstance(url, str) else None
+
+
+def task_image_path(config: Config, task: Mapping[str, Any], image_key: str = "image") -> Path | None:
+    """The task's image file, confined to ``storage.root`` (:func:`batchlabel.infer.confine.confine_relative`:
+    links out of the root included), or None when it has no local-files URL, is missing, or leads outside (then a
+    warning naming the path)."""
+    from batchlabel.infer.confine import PathConfinementError, confine_relative
+
+    rel_path = rel_path_of(task, image_key)
+    if rel_path is None:
+        return None
+    try:
+        return confine_relative(rel_path, config.storage.root)
+    except PathConfinementError as error:
+        if error.outside:
+            log.warning("task %s: image %s not read: %s", task.get("id"), rel_path, error.reason)
+        return None
 
 
 def gather_boxes(config: Config, task: Mapping[str, Any], image_size: tuple[int, int]) -> list[BoxPrompt]:
@@ -276,8 +293,8 @@ def gather_boxes(config: Config, task: Mapping[str, Any], image_size: tuple[int,
         boxes += boxes_from_task(task, image_size)
     if "coco" in pre.boxes_from and pre.coco_file is not None and rel_path is not None:
         boxes += coco_boxes(pre.coco_file).get_boxes(rel_path)
-    if "sidecar" in pre.boxes_from and rel_path is not None:
-        boxes += read_sidecar(config.storage.root / rel_path)
+    if "sidecar" in pre.boxes_from and (image_path := task_image_path(config, task)) is not None:
+        boxes += read_sidecar(image_path, root=config.storage.root)
     unique: dict[tuple, BoxPrompt] = {}
     for box in boxes:
         unique.setdefault((box.label, tuple(round(v, 1) for v in box.box_xyxy)), box)
@@ -309,16 +326,24 @@ def sidecar_paths(image_path: Path) -> tuple[Path, Path]:
     return image_path.with_name(image_path.name + ".json"), image_path.with_suffix(".json")
 
 
-def read_sidecar(image_path: Path) -> list[BoxPrompt]:
+def read_sidecar(image_path: Path, *, root: Path | None = None) -> list[BoxPrompt]:
     """Boxes from the sidecar JSON beside ``image_path`` (none when there is no sidecar).
 
     Format: a list of objects, or ``{"objects": [...]}`` (``"boxes"`` also accepted), each
     ``{"label": "cat", "bbox": [x, y, width, height]}`` or ``{"label": "cat", "xyxy": [x1, y1, x2, y2]}`` in pixels
-    of the oriented image. Raises :class:`PromptSourceError` naming the file for a malformed one.
+    of the oriented image. Raises :class:`PromptSourceError` naming the file for a malformed one, and (with
+    ``root``, the document root) for a sidecar that is a link leading outside it.
     """
+    from batchlabel.infer.confine import PathConfinementError, confine_path
+
     for path in sidecar_paths(Path(image_path)):
         if not path.is_file():
             continue
+        if root is not None:
+            try:
+                confine_path(path, root)
+            except PathConfinementError as error:
+                raise PromptSourceError(f"{path}: sidecar not read: {error.reason}") from None
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:

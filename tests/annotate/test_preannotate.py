@@ -16,6 +16,7 @@ from batchlabel.annotate.preannotate import (
     model_version_for,
     preannotate,
     read_sidecar,
+    task_image_path,
 )
 from batchlabel.config import parse_config
 from batchlabel.sync.results import parse_result_mask
@@ -40,6 +41,29 @@ def test_model_version_names_model_mode_and_thresholds(tmp_path):
     assert boxes == "batchlabel m@1 boxes from=tasks+coco brush+rectangle"
     assert model_version_for(_config(tmp_path, mode="boxes"), "m@1") != model_version_for(
         _config(tmp_path, mode="boxes", outputs=["polygon"]), "m@1")
+
+
+def test_task_images_and_sidecars_are_read_only_inside_the_document_root(tmp_path, caplog):
+    config = _config(tmp_path, mode="boxes", boxes_from=["sidecar"])
+    root = config.storage.root
+    root.mkdir()
+    (root / "ok.png").write_bytes(b"x")
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps([{"label": "cat", "bbox": [1, 2, 3, 4]}]))
+    (root / "ok.json").symlink_to(secret)  # a sidecar that is a link out of the root
+    (root / "out.png").symlink_to(tmp_path / "elsewhere.png")
+    (tmp_path / "elsewhere.png").write_bytes(b"y")
+
+    def task(rel, key="image"):
+        return {"id": 5, "data": {key: f"/data/local-files/?d={rel}"}}
+
+    assert task_image_path(config, task("ok.png")) == (root / "ok.png").resolve()
+    assert task_image_path(config, task("ok.png", "img"), "img") == (root / "ok.png").resolve()  # the config's key
+    assert task_image_path(config, task("../secret.json")) is None
+    assert task_image_path(config, task("out.png")) is None and "out.png not read" in caplog.text
+    assert task_image_path(config, task("missing.png")) is None
+    with pytest.raises(PromptSourceError, match=r"ok\.json: sidecar not read"):
+        gather_boxes(config, task("ok.png"), (10, 10))
 
 
 def test_sidecar_and_coco_boxes(tmp_path):
