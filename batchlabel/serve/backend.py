@@ -162,6 +162,7 @@ class Backend:
             parsed = parse_context(context.result if context is not None else [])
         except ContextError as exc:
             raise PredictError(422, str(exc)) from None
+        label = self._label(parsed, schema)  # refused before any encode or decode
         source = self._source(task, schema)
         lookup = self.provider.get(source)
         embedding = lookup.embedding
@@ -169,7 +170,6 @@ class Backend:
         multimask = self.config.serve.multimask
         decoded = self._decode(embedding, parsed.to_prompt(embedding.original_size), multimask=multimask)
         decode_ms = (time.perf_counter() - decode_start) * 1000.0
-        label = self._label(parsed, schema)
         outputs = interactive_outputs(self.config.preannotate.outputs, schema.names)
         result: list[dict[str, Any]] = []
         scores = np.asarray(decoded.scores, dtype=np.float64)
