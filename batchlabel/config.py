@@ -367,20 +367,31 @@ def _resolve_relative_paths(config: Config, base: Path) -> Config:
             node[key_path[-1]] = (base / value).resolve()
         elif value is not None:
             node[key_path[-1]] = Path(value).expanduser()
-    checkpoint = data["model"]["checkpoint"]
-    if checkpoint not in ("auto", "random") and not Path(checkpoint).expanduser().is_absolute():
-        data["model"]["checkpoint"] = str((base / checkpoint).resolve())
+    model = data["model"]
+    if model["checkpoint"] not in ("auto", "random"):
+        model["checkpoint"] = _path_or_hub_id(model["checkpoint"], base)
     detector = data["preannotate"]["detector"]
-    if detector is not None and not Path(detector["model"]).expanduser().is_absolute():
-        local = (base / Path(detector["model"]).expanduser()).resolve()
-        if local.exists() or not _is_hub_id(detector["model"]):
-            detector["model"] = str(local)
+    if detector is not None:
+        detector["model"] = _path_or_hub_id(detector["model"], base)
     return Config.model_validate(data)
 
 
-def _is_hub_id(model: str) -> bool:
-    """``org/name`` with no such local path: a Hugging Face hub id (other detector models are paths)."""
-    return re.fullmatch(r"[A-Za-z0-9_-][\w.-]*/[\w.-]+", model) is not None and not model.endswith(".pt")
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def is_hub_id(value: str) -> bool:
+    """``org/name`` (letters, digits, ``_.-``), not a checkpoint file name (``.pt``/``.pth``): a Hugging Face hub id."""
+    return _HUB_ID.fullmatch(value) is not None and not value.endswith((".pt", ".pth"))
+
+
+def _path_or_hub_id(value: str, base: Path) -> str:
+    """A model location from the config: an absolute path as is (``~`` expanded), a relative one against ``base``,
+    except a hub id (``org/name``) with no such local path, which is kept for the hub."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return str(path)
+    local = (base / path).resolve()
+    return value if not local.exists() and is_hub_id(value) else str(local)
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -129,3 +129,18 @@ def test_default_locations_are_read_from_the_environment_when_asked(monkeypatch:
     monkeypatch.setenv("BATCHLABEL_LABEL_STUDIO_VENV", "")
     assert user_cache_home() == Path.home() / ".cache"
     assert label_studio_venv_override() is None and default_venv().name == ".venv-ls"
+
+
+def test_a_hub_id_checkpoint_stays_a_hub_id_and_paths_resolve(tmp_path: Path) -> None:
+    """``model.checkpoint: org/name`` (SAM 2.1 / HQ-SAM from the hub) must reach the hub resolver as written; a
+    relative file path resolves against the config's folder, ``~`` expands, and a local folder wins over a hub id."""
+    def checkpoint(value: str) -> str:
+        data = {"storage": {"root": str(tmp_path)}, "label_studio": {"labels": ["cat"]},
+                "model": {"name": "sam2.1_hiera_tiny", "checkpoint": value}}
+        return load_config(write(tmp_path, data)).model.checkpoint
+
+    assert checkpoint("facebook/sam2.1-hiera-tiny") == "facebook/sam2.1-hiera-tiny"
+    assert checkpoint("weights/sam2.pt") == str(tmp_path / "weights" / "sam2.pt")
+    assert checkpoint("~/sam2") == str(Path.home() / "sam2")
+    (tmp_path / "facebook" / "sam2.1-hiera-tiny").mkdir(parents=True)
+    assert checkpoint("facebook/sam2.1-hiera-tiny") == str(tmp_path / "facebook" / "sam2.1-hiera-tiny")

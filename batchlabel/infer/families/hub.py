@@ -15,16 +15,14 @@
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
-from batchlabel.config import default_weights_dir
+from batchlabel.config import default_weights_dir, is_hub_id
 from batchlabel.infer.weights import WeightsUnavailableError
 
 log = logging.getLogger(__name__)
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _DOWNLOAD_PATTERNS = ["config.json", "*.safetensors", "*.json"]
 
 
@@ -67,7 +65,7 @@ def resolve_hf_folder(
             f"{path}: {model_name} loads a Hugging Face folder (config.json + model.safetensors, as save_pretrained "
             f"writes it) or a hub id such as {official_hub_id}; a single checkpoint file is not supported for it yet"
         )
-    if _HUB_ID.match(checkpoint):
+    if is_hub_id(checkpoint):
         return _download(model_name, checkpoint, weights_dir=weights_dir, endpoint=endpoint)
     raise WeightsUnavailableError(
         f"{path}: model.checkpoint folder not found (expected a Hugging Face folder for {model_name}, "
