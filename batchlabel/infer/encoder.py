@@ -23,6 +23,7 @@ Pipeline of :meth:`BatchEncoder.encode_files`::
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -293,9 +294,10 @@ class BatchEncoder:
         self.max_pixels = max_pixels
         self.runtime: EncoderRuntime = encoder_runtime or select_runtime(_sam_model(model), runtime, onnx_dir)
         prepare = getattr(self.runtime, "prepare", None)
-        self._prepare: Callable[[np.ndarray], tuple[np.ndarray, tuple[int, int]]] = (
-            prepare if prepare is not None else (lambda rgb: resize_to_canvas(rgb, _sam_model(model).spec))
-        )
+        if prepare is None:
+            spec = _sam_model(model).spec  # once, not per image on the loader threads
+            prepare = functools.partial(resize_to_canvas, spec=spec)
+        self._prepare: Callable[[np.ndarray], tuple[np.ndarray, tuple[int, int]]] = prepare
         self.stats = EncodeStats()
         log.info("encoder for %s: runtime %s, precision %s", model.model_id, self.runtime.name, self.runtime.precision)
 

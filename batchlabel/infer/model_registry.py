@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from segment_anything.modeling import Sam
 
 Normalisation = Literal["sam", "minmax"]
-PromptKind = Literal["point", "box", "mask"]
 
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
@@ -55,7 +54,6 @@ class ModelSpec:
             is then by what is known, with a warning).
         filename: the checkpoint's file name in the weights directory.
         build: returns a randomly initialised ``Sam`` of this architecture (weights are loaded afterwards).
-        embedding_size: side of the ``(1, 256, S, S)`` image embedding.
     """
 
     name: str
@@ -69,7 +67,6 @@ class ModelSpec:
     size_bytes: int | None
     filename: str
     build: Callable[[], Sam] = field(compare=False, repr=False)
-    embedding_size: int = 64
 
 
 

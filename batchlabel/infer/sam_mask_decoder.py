@@ -30,10 +30,6 @@ class ImageSide:
     t2i_v: Tensor
     i2t_q: Tensor
 
-    @property
-    def nbytes(self) -> int:
-        return sum(t.element_size() * t.nelement() for t in (self.keys, self.t2i_k, self.t2i_v, self.i2t_q))
-
 
 def split_heads(x: Tensor, num_heads: int) -> Tensor:
     b, n, c = x.shape

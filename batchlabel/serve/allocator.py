@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import platform
@@ -33,9 +34,9 @@ def limit_malloc_arenas(arenas: int = SERVE_ARENAS) -> bool:
     if os.environ.get("MALLOC_ARENA_MAX"):
         log.debug("MALLOC_ARENA_MAX=%s set by the environment: kept", os.environ["MALLOC_ARENA_MAX"])
         return False
-    if platform.libc_ver()[0] != "glibc":
+    libc = _glibc()
+    if libc is None:
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     if libc.mallopt(M_ARENA_MAX, arenas) != 1:  # mallopt answers 1 on success
         log.warning("mallopt(M_ARENA_MAX, %d) refused: memory may grow with each store-miss encode", arenas)
         return False
@@ -49,5 +50,15 @@ def release_free_memory() -> None:
     Called after each store-miss encode: its temporaries (hundreds of MB on a CPU) are freed by then, and without a
     trim glibc keeps most of them mapped (only the top of the main heap is trimmed on its own).
     """
-    if platform.libc_ver()[0] == "glibc":
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc, else None; looked up once (``find_library`` runs ``ldconfig``, and
+    ``libc_ver`` reads the interpreter's binary)."""
+    if platform.libc_ver()[0] != "glibc":
+        return None
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)

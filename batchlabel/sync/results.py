@@ -296,7 +296,7 @@ def _number(what: str, value: Mapping[str, Any], key: str) -> float:
     raw = value.get(key)
     if not _finite_number(raw):
         raise ResultFormatError(f"{what}: value.{key} must be a number, got {str(raw)[:40]!r}")
-    return float(raw)
+    return float(raw)  # type: ignore[arg-type]  # _finite_number checked it
 
 
 def parse_result_mask(item: Mapping[str, Any]) -> tuple[str, np.ndarray]:

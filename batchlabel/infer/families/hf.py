@@ -113,10 +113,10 @@ class TransformersFamily(ModelFamily):
     # -- ModelFamily ---------------------------------------------------------------------------------------------
     def encode(self, loaded: LoadedImage) -> ImageEmbedding:
         pixels, input_size = self.prepare(np.asarray(loaded.rgb))
-        arrays = {name: array[0] for name, array in self.encode_pixels(pixels[None]).items()}
+        arrays = self.encode_pixels(pixels[None])  # batch of one: every array keeps its leading axis of 1
         return ImageEmbedding(
-            features=arrays.pop("image_embed")[None],
-            extras={name: array[None] for name, array in arrays.items()},
+            features=arrays.pop("image_embed"),
+            extras=arrays,
             original_size=(int(loaded.rgb.shape[0]), int(loaded.rgb.shape[1])),
             input_size=input_size,
             model_id=self.model_id,
