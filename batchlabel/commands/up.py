@@ -74,11 +74,9 @@ def _start_label_studio(config: Config, stack: ExitStack) -> tuple[str, str]:
 
 
 def _start_backend(config: Config, stack: ExitStack, model: Any) -> str:
-    from batchlabel.serve.allocator import limit_malloc_arenas
     from batchlabel.serve.app import create_app
     from batchlabel.serve.runner import BackgroundServer, bind_socket
 
-    limit_malloc_arenas()  # the backend's threads run in this process: see serve/allocator.py
     sock = bind_socket(config.serve.host, config.serve.port)
     app = create_app(config, model=model)
     server = BackgroundServer(app, sock).start()
@@ -115,11 +113,13 @@ def up_command(config: Config, args: argparse.Namespace) -> int:
     from batchlabel.commands.ingest import watch
     from batchlabel.infer.engine import load_engine_model
     from batchlabel.infer.weights import WeightsUnavailableError
+    from batchlabel.serve.allocator import limit_malloc_arenas
     from batchlabel.serve.runner import BindError
     from batchlabel.sync.client import LabelStudioError, connect, ensure_project
     from batchlabel.sync.ml_backend import connect_ml_backend
     from batchlabel.sync.server import LabelStudioStartError
 
+    limit_malloc_arenas()  # the backend runs in this process: before the model load and its threads (allocator.py)
     problem = _check_weights(config)
     if problem is not None:
         print(f"batchlabel up: the {config.model.name} weights are not available:\n{problem}", file=sys.stderr)

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from batchlabel.report.matching import ACCEPT_IOU, MATCH_IOU
+
 log = logging.getLogger(__name__)
 
 #: Stacked bar segments, in order, with their colours (colour-blind safe Okabe-Ito palette).
@@ -58,8 +60,9 @@ def render_chart(report: Mapping[str, Any], path: Path) -> Path:
     counts = report["iou_histogram"]["counts"]
     histogram.bar(edges[:-1], counts, width=[b - a for a, b in zip(edges[:-1], edges[1:], strict=True)],
                   align="edge", color="#56B4E9", edgecolor="#0072B2")
-    histogram.axvline(0.5, color="#D55E00", linestyle="--", linewidth=1.5, label="match 0.5", zorder=3)
-    histogram.axvline(0.95, color="#009E73", linestyle="--", linewidth=1.5, label="accept 0.95", zorder=3)
+    histogram.axvline(MATCH_IOU, color="#D55E00", linestyle="--", linewidth=1.5, label=f"match {MATCH_IOU}", zorder=3)
+    histogram.axvline(ACCEPT_IOU, color="#009E73", linestyle="--", linewidth=1.5, label=f"accept {ACCEPT_IOU}",
+                      zorder=3)
     histogram.set_xlim(0, 1)
     histogram.set_xlabel("IoU of predicted object with its final object (0 = deleted)")
     histogram.set_ylabel("predicted objects")
@@ -89,7 +92,8 @@ def render_html(report: Mapping[str, Any], path: Path, *, chart_name: str = CHAR
     )
     environment.filters["fmt"] = _fmt
     html = environment.get_template("report.html.j2").render(
-        report=report, chart_name=chart_name, columns=[key for key, _ in SEGMENTS],
+        report=report, chart_name=chart_name, columns=[key for key, _ in SEGMENTS], match_iou=MATCH_IOU,
+        accept_iou=ACCEPT_IOU,
     )
     path.write_text(html, encoding="utf-8")
     return path
