@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -83,7 +83,9 @@ def iter_export_tasks(path: Path) -> Iterator[dict[str, Any]]:
             raise ExportFormatError(f"{path}: broken JSON after task number {index + 1}: {error}") from None
 
 
-def _timestamp(annotation: dict[str, Any], key: str) -> float:
+def timestamp(annotation: Mapping[str, Any], key: str) -> float:
+    """``annotation[key]`` (an ISO 8601 time, ``Z`` or an offset; naive = UTC) as seconds; -inf when absent or
+    unreadable (so it sorts first)."""
     value = annotation.get(key)
     if not isinstance(value, str) or not value:
         return float("-inf")
@@ -118,8 +120,8 @@ def select_annotation(task: dict[str, Any]) -> dict[str, Any] | None:
     def recency(annotation: dict[str, Any]) -> tuple[float, float, int]:
         identifier = annotation.get("id")
         return (
-            _timestamp(annotation, "updated_at"),
-            _timestamp(annotation, "created_at"),
+            timestamp(annotation, "updated_at"),
+            timestamp(annotation, "created_at"),
             identifier if isinstance(identifier, int) else -1,
         )
 

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from batchlabel.dataset.convert import TaskConverter
-from batchlabel.dataset.ls_export import DatasetError, select_annotation
+from batchlabel.dataset.ls_export import DatasetError, select_annotation, timestamp
 from batchlabel.report.matching import RegionObject, TaskMatch, match_task
 from batchlabel.report.source import task_predictions
 
@@ -144,9 +144,10 @@ class ReportData:
     requests_known: bool = False
 
 
-def _recency(prediction: Mapping[str, Any]) -> tuple[str, int]:
+def _recency(prediction: Mapping[str, Any]) -> tuple[float, int]:
+    """Creation time as the dataset build reads times (:func:`batchlabel.dataset.ls_export.timestamp`), then id."""
     identifier = prediction.get("id")
-    return (str(prediction.get("created_at") or ""), identifier if isinstance(identifier, int) else -1)
+    return (timestamp(prediction, "created_at"), identifier if isinstance(identifier, int) else -1)
 
 
 def prediction_score(prediction: Mapping[str, Any]) -> float | None:
