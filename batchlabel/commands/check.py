@@ -211,11 +211,13 @@ def _check_journal(config: Config) -> Iterator[CheckResult]:
 
 
 def _check_serve(config: Config) -> Iterator[CheckResult]:
+    from batchlabel.serve.runner import is_loopback
+
     serve = config.serve
     if serve.username is not None and (not serve.username or not serve.password):
         yield CheckResult("FAIL", "serve.password", "basic auth with an empty username or password accepts anyone "
                           "who knows the user name: set both to non-empty values, or neither")
-    if serve.host not in ("127.0.0.1", "localhost", "::1"):
+    if not is_loopback(serve.host):
         auth = "with basic auth" if serve.username else "WITHOUT authentication"
         yield CheckResult("warn", "serve.host", f"{serve.host} exposes the ML backend beyond this machine, {auth}")
     else:

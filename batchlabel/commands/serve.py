@@ -7,7 +7,6 @@ Exit codes: 0 after a clean stop, 2 for config problems (missing weights, unusab
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import sys
 
@@ -19,26 +18,17 @@ EXIT_OK = 0
 EXIT_CONFIG = 2
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def serve_command(config: Config, args: argparse.Namespace) -> int:
     """Run the backend with ``serve.host``/``serve.port`` (overridden by ``--host``/``--port``)."""
     from batchlabel.infer.weights import WeightsUnavailableError
     from batchlabel.serve.allocator import limit_malloc_arenas
     from batchlabel.serve.app import create_app
-    from batchlabel.serve.runner import BindError, ForegroundServer, bind_socket, uvicorn_config
+    from batchlabel.serve.runner import BindError, ForegroundServer, bind_socket, is_loopback, uvicorn_config
 
     limit_malloc_arenas()  # before the model load and uvicorn's threads: see serve/allocator.py
     host = getattr(args, "host", None) or config.serve.host
     port = getattr(args, "port", None) or config.serve.port
-    if not _is_loopback(host) and config.serve.username is None:
+    if not is_loopback(host) and config.serve.username is None:
         log.warning(
             "serving on %s without HTTP basic auth: anyone who can reach this address can read images through "
             "the backend; set serve.username and serve.password", host,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import logging
 import socket
 import threading
@@ -27,6 +28,17 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger(__name__)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``): a bind reachable from this machine
+    only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 GRACEFUL_SHUTDOWN_S = 10  # in seconds: in-flight requests get this long after a stop signal
 HEADER_TIMEOUT_S = 10.0  # in seconds: a new connection, or a kept-alive one that starts a request, sends its headers
