@@ -369,7 +369,7 @@ def watch(config: Config, *, summary_every_s: float = 60.0, label_studio_url: st
 def status_command(config: Config, args: argparse.Namespace) -> int:
     """Counts per stage, failures, store size, Label Studio reachability; exit 0 (1 when there are failures)."""
     from batchlabel.ingest.journal import STAGES, Journal
-    from batchlabel.ingest.retry import retry_delay_s
+    from batchlabel.ingest.retry import retry_at
 
     as_json = bool(getattr(args, "json", False))
     report: dict[str, Any] = {"journal": str(config.journal_path)}
@@ -379,7 +379,7 @@ def status_command(config: Config, args: argparse.Namespace) -> int:
             report["failures"] = [
                 {"path": r.rel_path, "stage": r.failed_stage, "reason": r.last_error, "attempts": r.attempts,
                  "kind": "transient" if r.transient else "permanent",
-                 "retry_in_s": (round(max(0.0, r.updated_at + retry_delay_s(r.attempts) - time.time()), 1)
+                 "retry_in_s": (round(max(0.0, retry_at(attempts=r.attempts, failed_at=r.updated_at) - time.time()), 1)
                                 if r.transient else None)}
                 for r in journal.failures()
             ]

@@ -43,6 +43,11 @@ def retry_delay_s(attempts: int) -> float:
     return min(RETRY_MAX_S, RETRY_BASE_S * 2 ** max(0, min(attempts - 1, 20)))
 
 
+def retry_at(*, attempts: int, failed_at: float) -> float:
+    """When (epoch seconds) a file that failed transiently ``attempts`` times, last at ``failed_at``, is retried."""
+    return failed_at + retry_delay_s(attempts)
+
+
 def retry_due(*, transient: bool, attempts: int, failed_at: float, now: float) -> bool:
     """True when a failed file should be tried again now (never for a permanent failure)."""
-    return transient and now >= failed_at + retry_delay_s(attempts)
+    return transient and now >= retry_at(attempts=attempts, failed_at=failed_at)

