@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from batchlabel.commands.progress import file_progress
 from batchlabel.config import Config
 
 log = logging.getLogger(__name__)
@@ -83,10 +84,6 @@ class _Proposals:
 
 def encode_command(config: Config, args: argparse.Namespace) -> int:
     """Encode every image under the document root into the embedding store. See the module docstring."""
-    if getattr(args, "ray", None) is not None:
-        from batchlabel.commands.ray_encode import ray_encode_command
-
-        return ray_encode_command(config, args)
     from batchlabel.infer.engine import build_engine
     from batchlabel.infer.weights import WeightsUnavailableError
     from batchlabel.ingest.journal import Journal
@@ -97,6 +94,10 @@ def encode_command(config: Config, args: argparse.Namespace) -> int:
         print(f"batchlabel encode: storage.root {root} is not a folder", file=sys.stderr)
         return 2
     paths = find_images(root, config.storage.include, config.storage.exclude)
+    if getattr(args, "ray", None) is not None:
+        from batchlabel.commands.ray_encode import ray_encode_command
+
+        return ray_encode_command(config, args, [path.relative_to(root).as_posix() for path in paths])
     try:
         engine = build_engine(config.model, config.cache, decoder="none")
     except WeightsUnavailableError as exc:
@@ -110,42 +111,24 @@ def encode_command(config: Config, args: argparse.Namespace) -> int:
         except ValueError as exc:  # DetectorError: missing checkpoint, extra not installed, unknown class
             print(f"batchlabel encode: preannotate.detector: {exc}", file=sys.stderr)
             return 2
-    journal = Journal(config.journal_path)
     failures: list[dict[str, str]] = []
-    progress = None
-    if sys.stderr.isatty() and not getattr(args, "no_progress", False):
-        from tqdm import tqdm
-
-        progress = tqdm(total=len(paths), unit="img", desc="encode", file=sys.stderr)
     start = time.perf_counter()
+    with Journal(config.journal_path) as journal, file_progress(args, total=len(paths), desc="encode") as progress:
+        def report(rel: str, reason: str, stage: str) -> None:
+            failures.append({"path": rel, "stage": stage, "reason": reason})
+            progress.write(f"{rel}: {reason}")
 
-    def report(rel: str, reason: str, stage: str) -> None:
-        failures.append({"path": rel, "stage": stage, "reason": reason})
-        line = f"{rel}: {reason}"
-        if progress is not None:
-            progress.write(line, file=sys.stderr)
-        else:
-            print(line, file=sys.stderr)
-
-    try:
         for done, result in enumerate(encoder.encode_files(paths), start=1):
             rel = result.path.relative_to(root).as_posix()
+            journal.record_encode(rel, sha256=result.sha256, model_id=model.model_id, error=result.error)
             if result.error is not None:
                 report(rel, result.error, ENCODE_STAGE)
-                journal.mark_failed(rel, ENCODE_STAGE, result.error, result.sha256)
-            elif result.sha256 is not None:
-                journal.mark_encoded(rel, result.sha256, model.model_id)
-                if proposals is not None and (reason := proposals.add(result.sha256, result.path)) is not None:
-                    report(rel, reason, DETECT_STAGE)
-            eta = proposals.eta_text(done) if proposals is not None else None
-            if progress is not None:
-                if eta is not None:
-                    progress.set_postfix_str(eta, refresh=False)
-                progress.update(1)
-    finally:
-        if progress is not None:
-            progress.close()
-        journal.close()
+            elif (result.sha256 is not None and proposals is not None
+                  and (reason := proposals.add(result.sha256, result.path)) is not None):
+                report(rel, reason, DETECT_STAGE)
+            if proposals is not None:
+                progress.postfix(proposals.eta_text(done))
+            progress.update()
     wall_s = time.perf_counter() - start
     stats = encoder.stats
     summary = {

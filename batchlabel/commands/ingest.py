@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from batchlabel.commands.progress import FileProgress, file_progress
 from batchlabel.config import Config
 
 if TYPE_CHECKING:
@@ -136,7 +137,7 @@ class _RunProgress:
     """``run``'s per-file progress: the tqdm bar (on a terminal) and, in mode ``detect``, the detector's total ETA
     (:mod:`batchlabel.annotate.detect_eta`: logged once, then the bar's postfix). Called from the pipeline's threads."""
 
-    def __init__(self, config: Config, bar: Any) -> None:
+    def __init__(self, config: Config, bar: FileProgress) -> None:
         self.config = config
         self.bar = bar
         self.eta: Any = None
@@ -145,8 +146,7 @@ class _RunProgress:
 
     def start(self, total: int) -> None:
         """After the scan: ``total`` files; the detector (loaded by ``_start``) is looked up for its ETA."""
-        if self.bar is not None:
-            self.bar.total = total
+        self.bar.set_total(total)
         if self.config.preannotate.mode == "detect":
             from batchlabel.annotate.detect import get_detector
             from batchlabel.annotate.detect_eta import DetectionEta
@@ -159,11 +159,9 @@ class _RunProgress:
 
         with self._lock:
             self.done += 1
-            text = self.eta.update(self.done, detector_timings(self.eta.detector_id)) if self.eta else None
-            if self.bar is not None:
-                if text is not None:
-                    self.bar.set_postfix_str(text, refresh=False)
-                self.bar.update(1)
+            if self.eta is not None:
+                self.bar.postfix(self.eta.update(self.done, detector_timings(self.eta.detector_id)))
+            self.bar.update()
 
 
 def _initial_scan(session: _Session, config: Config) -> int:
@@ -262,12 +260,7 @@ def run_command(config: Config, args: argparse.Namespace) -> int:
             return EXIT_CONFIG
         cluster = cluster_summary.as_dict()
     try:
-        with open_label_studio(config) as ls:
-            progress = None
-            if sys.stderr.isatty() and not getattr(args, "no_progress", False) and not as_json:
-                from tqdm import tqdm
-
-                progress = tqdm(unit="img", desc="ingest", file=sys.stderr)
+        with open_label_studio(config) as ls, file_progress(args, total=None, desc="ingest") as progress:
             run_progress = _RunProgress(config, progress)
             session = _start(config, ls, stop=stop, unavailable_limit_s=RUN_UNAVAILABLE_LIMIT_S,
                              on_progress=run_progress, cluster_predictions=cluster_predictions)
@@ -284,9 +277,6 @@ def run_command(config: Config, args: argparse.Namespace) -> int:
                 stop.set()
                 session.pipeline.close()
                 raise
-            finally:
-                if progress is not None:
-                    progress.close()
             summary = _summary(session, started, scanned)
             if cluster is not None:
                 summary["ray"] = cluster

@@ -9,9 +9,9 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from batchlabel.commands.progress import file_progress
 from batchlabel.config import Config
 from batchlabel.ingest.ray_encode import (
     LOCAL_ADDRESS,
@@ -26,28 +26,21 @@ if TYPE_CHECKING:
     from batchlabel.ingest.ray_encode import ClusterSummary, PredictionSpool
 
 
-def ray_encode_command(config: Config, args: argparse.Namespace) -> int:
-    """``batchlabel encode CONFIG --ray [ADDRESS] [--ray-actors N]``: every image under the document root (the
-    same selection as the local ``encode``) encoded on the cluster; failures printed and journaled. Exit codes as
-    ``encode`` (2 also when Ray is missing or unreachable)."""
-    from batchlabel.ingest.discovery import PathFilter, scan
+def ray_encode_command(config: Config, args: argparse.Namespace, rel_paths: list[str]) -> int:
+    """``batchlabel encode CONFIG --ray [ADDRESS] [--ray-actors N]``: ``rel_paths`` (the local ``encode``'s
+    selection, made by it) encoded on the cluster; failures printed and journaled. Exit codes as ``encode`` (2 also
+    when Ray is missing or unreachable)."""
     from batchlabel.ingest.journal import Journal
 
     as_json = bool(getattr(args, "json", False))
-    root = config.storage.root
-    if not root.is_dir():
-        print(f"batchlabel encode: storage.root {root} is not a folder", file=sys.stderr)
-        return 2
-    rel_paths = sorted(path.relative_to(root).as_posix()
-                       for path in scan(root, PathFilter(config.storage.include, config.storage.exclude)))
     address = _address(args)
-    with Journal(config.journal_path) as journal, _progress(args, len(rel_paths), "encode") as progress:
+    with (Journal(config.journal_path) as journal,
+          file_progress(args, total=len(rel_paths), desc="encode (ray)") as progress):
         def record(result: ClusterResult) -> None:
             if result.error is not None:
                 progress.write(f"{result.rel_path}: {result.error}")
-                journal.mark_failed(result.rel_path, "encode", result.error, result.sha256)
-            elif result.sha256 is not None:
-                journal.mark_encoded(result.rel_path, result.sha256, result.model_id)
+            journal.record_encode(result.rel_path, sha256=result.sha256, model_id=result.model_id,
+                                  error=result.error)
             progress.update()
 
         try:
@@ -68,43 +61,12 @@ def ray_encode_command(config: Config, args: argparse.Namespace) -> int:
     return 1 if summary.failures else 0
 
 
-class _Progress:
-    """One tqdm bar on a terminal (``write`` keeps failure lines above it), plain stderr lines otherwise."""
-
-    def __init__(self, bar: Any) -> None:
-        self.bar = bar
-
-    def update(self) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def write(self, line: str) -> None:
-        if self.bar is not None:
-            self.bar.write(line, file=sys.stderr)
-        else:
-            print(line, file=sys.stderr)
-
-
-@contextlib.contextmanager
-def _progress(args: argparse.Namespace, total: int, desc: str) -> Iterator[_Progress]:
-    """The command's one progress bar (a tqdm bar on a terminal unless ``--no-progress``/``--json``)."""
-    bar = None
-    if sys.stderr.isatty() and not getattr(args, "no_progress", False) and not getattr(args, "json", False):
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, unit="img", desc=f"{desc} (ray)", file=sys.stderr)
-    try:
-        yield _Progress(bar)
-    finally:
-        if bar is not None:
-            bar.close()
-
-
 def prefetch_on_cluster(config: Config, args: argparse.Namespace) -> tuple[ClusterSummary, PredictionSpool | None]:
     """``run --ray``'s first pass (:func:`batchlabel.ingest.ray_encode.prefetch_for_run`) with its progress bar; Ray's
     own messages go to stderr (stdout is the report's). Raises :class:`RayUnavailableError`."""
     rel_paths = list(pending_rel_paths(config))
-    with _progress(args, len(rel_paths), "encode") as progress, contextlib.redirect_stdout(sys.stderr):
+    with (file_progress(args, total=len(rel_paths), desc="encode (ray)") as progress,
+          contextlib.redirect_stdout(sys.stderr)):
         return prefetch_for_run(config, rel_paths, address=_address(args), actors=getattr(args, "ray_actors", None),
                                 on_result=lambda result: progress.update())
 

@@ -329,6 +329,14 @@ class Journal:
                     (rel_path, sha256, stage, reason, flag, now),
                 )
 
+    def record_encode(self, rel_path: str, *, sha256: str | None, model_id: str, error: str | None) -> None:
+        """``batchlabel encode``'s outcome for one file: failed at stage ``encode`` with ``error``, else encoded
+        (nothing when the file could not even be read for its hash)."""
+        if error is not None:
+            self.mark_failed(rel_path, "encode", error, sha256)
+        elif sha256 is not None:
+            self.mark_encoded(rel_path, sha256, model_id)
+
     def retry_due(self, record: FileRecord) -> bool:
         """True when ``record`` is a transient failure whose back-off has passed."""
         from batchlabel.ingest.retry import retry_due
