@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from batchlabel.yaml_loader import YamlExpansionError, load_yaml
 
 log = logging.getLogger(__name__)
+
+#: A detector's confidence threshold for labels ``preannotate.detector.min_score`` does not name.
+DEFAULT_DETECTOR_MIN_SCORE = 0.25
 
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -140,7 +144,8 @@ class DetectorConfig(_Section):
         default_factory=dict,
         description="label -> the detector's class names (closed vocabulary) or text prompts; default: the label",
     )
-    min_score: float | dict[str, float] = Field(default=0.25, description="detector confidence, or per label")
+    min_score: float | dict[str, float] = Field(default=DEFAULT_DETECTOR_MIN_SCORE,
+                                                description="detector confidence, or per label")
     max_objects: int = Field(default=100, gt=0)
     overlap_iou: float = Field(
         default=0.7, ge=0, le=1, description="boxes of different labels overlapping more than this: keep the best"
@@ -169,7 +174,7 @@ class DetectorConfig(_Section):
 
     def min_score_for(self, label: str) -> float:
         if isinstance(self.min_score, dict):
-            return float(self.min_score.get(label, 0.25))
+            return float(self.min_score.get(label, DEFAULT_DETECTOR_MIN_SCORE))
         return float(self.min_score)
 
 
@@ -283,15 +288,15 @@ class Config(_Section):
                 f"{list(self.label_studio.labels)}"
             )
         detector = pre.detector
-        unknown = sorted(set(detector.classes) - set(labels)) if detector is not None and labels else []
-        if unknown:
-            raise ValueError(f"preannotate.detector.classes: {unknown} not in label_studio.labels {list(labels)}")
-        if detector is not None and isinstance(detector.min_score, dict) and labels:
-            unknown = sorted(set(detector.min_score) - set(labels))
-            if unknown:
-                raise ValueError(
-                    f"preannotate.detector.min_score: {unknown} not in label_studio.labels {list(labels)}"
-                )
+        if detector is not None and labels:
+            per_label: dict[str, Iterable[str]] = {
+                "classes": detector.classes.keys(),
+                "min_score": detector.min_score.keys() if isinstance(detector.min_score, dict) else (),
+            }
+            for key, named in per_label.items():
+                unknown = sorted(set(named) - set(labels))
+                if unknown:
+                    raise ValueError(f"preannotate.detector.{key}: {unknown} not in label_studio.labels {list(labels)}")
         return self
 
     def unset_hint(self, key_path: str, fallback: str) -> str:

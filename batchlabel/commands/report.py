@@ -38,7 +38,7 @@ def build_report(config: Config, *, from_export: Path | None = None, uncertain: 
     config.cache.dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=config.cache.dir, prefix="report-") as work:
         source = report_source(config, from_export=from_export, dest_dir=Path(work), client=client)
-        labels = labels_of(source, config)
+        labels = labels_of(source)
         project_id = source.project_id
         if project_id is None:  # an export file: its tasks name their project
             first = next(iter_export_tasks(source.path), None)

@@ -150,7 +150,8 @@ def export_fingerprint(path: Path, *, labels: list[str], options: BuildOptions) 
     return fingerprint(entries, labels=labels, options=options.output_options())
 
 
-def labels_of(source: ExportSource, config: Any) -> list[str]:
+def labels_of(source: ExportSource) -> list[str]:
+    """The labeling config's labels, in order (a :class:`DatasetError` naming the source when it has none)."""
     from batchlabel.sync.label_config import parse_control_names
 
     try:
@@ -236,7 +237,7 @@ def build_dataset(
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.work-") as work_name:
         work = Path(work_name)
         source = _source(config, options, work, client)
-        labels = labels_of(source, config)
+        labels = labels_of(source)
         if options.if_changed:
             previous = read_manifest(options.compare_with or out)
             current = export_fingerprint(source.path, labels=labels, options=options)

@@ -75,7 +75,6 @@ class CocoObject:
     result_id: str | None = None
 
 
-
 @dataclass(frozen=True)
 class ConvertedTask:
     """A task turned into an image record: ``annotation`` is None when the task had no annotation that counts."""
