@@ -119,12 +119,6 @@ def _proposal_store(config: Config, detector: Detector) -> tuple[ProposalStore, 
     return ProposalStore(config.cache.dir / "proposals"), key, threshold
 
 
-def proposals_stored(config: Config, detector: Detector, image_sha256: str) -> bool:
-    """Whether the image's proposals by this detector (queries, thresholds) are in the store already."""
-    store, key, _ = _proposal_store(config, detector)
-    return store.get(image_sha256, key) is not None
-
-
 def detector_timings(detector_id: str) -> list[float]:
     """Seconds per image of each detection this process ran with ``detector_id`` (stored proposals not counted)."""
     with _LOCK:
@@ -137,12 +131,25 @@ def proposals_for(config: Config, detector: Detector, image_sha256: str,
 
     Raises :class:`DetectorError` when they are not stored and the image cannot be read.
     """
+    size, detections, _ = _stored_or_detected(config, detector, image_sha256, image_path)
+    return size, detections
+
+
+def ensure_proposals(config: Config, detector: Detector, image_sha256: str, image_path: Path) -> bool:
+    """Store the image's proposals unless they are stored already (``batchlabel encode``); True when the detector
+    ran now. Raises as :func:`proposals_for`."""
+    return _stored_or_detected(config, detector, image_sha256, image_path)[2]
+
+
+def _stored_or_detected(config: Config, detector: Detector, image_sha256: str,
+                        image_path: Path | None) -> tuple[tuple[int, int], list[Detection], bool]:
+    """(image size, proposals, whether the detector ran now): one store read, a detection only on a miss."""
     from batchlabel.infer.images import ImageLoadError, load_image
 
     store, key, threshold = _proposal_store(config, detector)
     stored = store.get(image_sha256, key)
     if stored is not None:
-        return stored
+        return stored[0], stored[1], False
     if image_path is None:
         raise DetectorError("mode detect: the task's image is not a local file under storage.root; cannot detect")
     try:
@@ -158,9 +165,8 @@ def proposals_for(config: Config, detector: Detector, image_sha256: str,
         mean = float(np.mean(timings))
     log.info("detect %s: %d proposal(s) in %.2f s (%s: %.2f s/image over %d image(s))", image_path.name,
              len(detections), elapsed, detector.detector_id, mean, len(timings))
-    size = (int(loaded.rgb.shape[0]), int(loaded.rgb.shape[1]))
-    store.put(loaded.sha256, key, size, detections, detector_id=detector.detector_id)
-    return size, detections
+    store.put(loaded.sha256, key, loaded.original_size, detections, detector_id=detector.detector_id)
+    return loaded.original_size, detections, True
 
 
 def _box_iou(a: Sequence[float], b: Sequence[float]) -> float:

@@ -56,17 +56,14 @@ class _Proposals:
 
     def add(self, sha256: str, path: Path) -> str | None:
         """Store the image's proposals unless stored already; the failure's reason, or None."""
-        from batchlabel.annotate.detect import proposals_for, proposals_stored
+        from batchlabel.annotate.detect import ensure_proposals
 
-        if proposals_stored(self.config, self.detector, sha256):
-            self.counts["stored"] += 1
-            return None
         try:
-            proposals_for(self.config, self.detector, sha256, path)
+            detected = ensure_proposals(self.config, self.detector, sha256, path)
         except Exception as error:  # a detector fault on one image: reported, the batch goes on
             self.counts["failed"] += 1
             return f"{type(error).__name__}: {error}"
-        self.counts["detected"] += 1
+        self.counts["detected" if detected else "stored"] += 1
         return None
 
     def eta_text(self, done: int) -> str | None:
