@@ -25,7 +25,7 @@ import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from batchlabel.infer.decoder import DecoderBase, MaskDecoder
 
@@ -92,15 +92,11 @@ def load_engine_model(model_config: ModelConfig) -> LoadedModel | TransformersFa
     Raises ``WeightsUnavailableError`` when the weights are missing, ``ConfigError`` for an impossible device or
     random weights without ``allow_random_weights``.
     """
-    from batchlabel.infer.families import HF_MODEL_SPECS, canonical_name, load_family
-    from batchlabel.infer.families.hf import TransformersFamily
+    from batchlabel.infer.families import load_transformers_family
     from batchlabel.infer.models import load_model
 
-    if canonical_name(model_config.name) in HF_MODEL_SPECS:
-        family = load_family(model_config)
-        assert isinstance(family, TransformersFamily)
-        return family
-    return load_model(model_config)
+    family = load_transformers_family(model_config)
+    return family if family is not None else load_model(model_config)
 
 
 def build_engine(
@@ -138,19 +134,14 @@ def build_engine(
         model = load_engine_model(model_config)
     if store is None:
         store = EmbeddingStore(cache_config.embeddings_dir, max_bytes=cache_config.max_bytes)
-    encoder_store_or_none = store if encoder_store else None
     family_runtime = FamilyRuntime(model) if isinstance(model, TransformersFamily) else None
-    if batched:
-        encoder = BatchEncoder(model, encoder_store_or_none, max_batch_images=model_config.batch_size,
-                               max_wait_ms=model_config.max_wait_ms, runtime=model_config.runtime,
-                               onnx_dir=cache_config.onnx_dir, encoder_runtime=family_runtime)
-    else:
-        encoder = BatchEncoder(model, encoder_store_or_none, max_batch_images=1, load_workers=1,
-                               runtime=model_config.runtime, onnx_dir=cache_config.onnx_dir,
-                               encoder_runtime=family_runtime)
-    chosen: DecoderBase | None = None
+    sizing: dict[str, Any] = ({"max_batch_images": model_config.batch_size, "max_wait_ms": model_config.max_wait_ms}
+                              if batched else {"max_batch_images": 1, "load_workers": 1})
+    encoder = BatchEncoder(model, store if encoder_store else None, runtime=model_config.runtime,
+                           onnx_dir=cache_config.onnx_dir, encoder_runtime=family_runtime, **sizing)
     if isinstance(model, TransformersFamily):
         return Engine(model, store, encoder, None if decoder == "none" else FamilyDecoder(model))
+    chosen: DecoderBase | None = None
     if decoder == "batch":
         chosen = MaskDecoder.from_model(model)
     elif decoder == "interactive":

@@ -14,7 +14,7 @@ import logging
 
 from batchlabel.config import ModelConfig
 from batchlabel.infer.families.base import ModelFamily
-from batchlabel.infer.families.hf import HfModelSpec
+from batchlabel.infer.families.hf import HfModelSpec, TransformersFamily
 from batchlabel.infer.families.sam2 import SAM2_SPECS, Sam2Family
 from batchlabel.infer.families.sam_hq import SAM_HQ_SPECS, SamHqFamily
 
@@ -42,15 +42,25 @@ def load_family(model_config: ModelConfig) -> ModelFamily:
         WeightsUnavailableError: weights cannot be found, downloaded or loaded (the message says what to put where).
         ConfigError: random weights without ``allow_random_weights``, or an impossible device.
     """
-    name = canonical_name(model_config.name)
-    if name in SAM2_SPECS:
-        return Sam2Family.load(SAM2_SPECS[name], model_config)
-    if name in SAM_HQ_SPECS:
-        return SamHqFamily.load(SAM_HQ_SPECS[name], model_config)
+    family = load_transformers_family(model_config)
+    if family is not None:
+        return family
     from batchlabel.infer.families.sam import SamFamily
     from batchlabel.infer.models import load_model
 
     return SamFamily(load_model(model_config))
 
 
-__all__ = ["HF_MODEL_SPECS", "MODEL_ALIASES", "ModelFamily", "canonical_name", "load_family"]
+def load_transformers_family(model_config: ModelConfig) -> TransformersFamily | None:
+    """SAM 2.1 / HQ-SAM (the transformers families) loaded as :func:`load_family` does, or None for the other names
+    (the alias resolved, and logged, once)."""
+    name = canonical_name(model_config.name)
+    if name in SAM2_SPECS:
+        return Sam2Family.load(SAM2_SPECS[name], model_config)
+    if name in SAM_HQ_SPECS:
+        return SamHqFamily.load(SAM_HQ_SPECS[name], model_config)
+    return None
+
+
+__all__ = ["HF_MODEL_SPECS", "MODEL_ALIASES", "ModelFamily", "canonical_name", "load_family",
+           "load_transformers_family"]
