@@ -34,8 +34,8 @@ from batchlabel.dataset.convert import BoxMasker, Finding, TaskConverter
 from batchlabel.dataset.ls_export import (
     DatasetError,
     ExportSource,
+    export_file_source,
     export_project,
-    file_source,
     image_data_key,
     iter_export_tasks,
     select_annotation,
@@ -167,10 +167,7 @@ def labels_of(source: ExportSource) -> list[str]:
 
 def _source(config: Any, options: BuildOptions, work: Path, client: Any | None) -> ExportSource:
     if options.from_export is not None:
-        from batchlabel.sync.label_config import load_label_config
-
-        xml = load_label_config(config.label_studio.labels, config.label_studio.label_config)
-        return file_source(options.from_export, xml)
+        return export_file_source(config, options.from_export)
     return export_project(config, dest_dir=work, client=client)
 
 

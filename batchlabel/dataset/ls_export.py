@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -185,27 +185,16 @@ def export_project(config: Any, *, dest_dir: Path, client: Any | None = None) ->
     export streams to disk in chunks; nothing is held in memory. Raises :class:`DatasetError` when the project
     does not exist.
     """
-    from batchlabel.sync.client import LabelStudioError, request_json, with_retries
+    from batchlabel.sync.client import LabelStudioError, request_json
 
     ls, project = connect_project(config, client)
     title = config.label_studio.project
     exported_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    dest_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-
-    def download() -> int:
-        handle.seek(0)
-        handle.truncate()
-        size = 0
-        for chunk in ls.projects.exports.download_sync(project.id, export_type="JSON", download_all_tasks=True):
-            handle.write(chunk)
-            size += len(chunk)
-        return size
-
-    with tempfile.NamedTemporaryFile(
-        dir=dest_dir, prefix=f"project-{project.id}-", suffix=".json", delete=False
-    ) as handle:
-        size = with_retries(download, what=f"export project {project.id}")
+    path, size = download_export(
+        lambda: ls.projects.exports.download_sync(project.id, export_type="JSON", download_all_tasks=True),
+        dest_dir=dest_dir, prefix=f"project-{project.id}-", what=f"export project {project.id}",
+    )
     log.info("exported project %r (id %s): %.1f MB in %.1f s", title, project.id, size / 1e6,
              time.perf_counter() - started)
     try:
@@ -217,7 +206,7 @@ def export_project(config: Any, *, dest_dir: Path, client: Any | None = None) ->
         versions = None
     return ExportSource(
         kind="project",
-        path=Path(handle.name),
+        path=path,
         label_config=project.label_config or "",
         exported_at=exported_at,
         project_id=project.id,
@@ -226,6 +215,37 @@ def export_project(config: Any, *, dest_dir: Path, client: Any | None = None) ->
         project_model_version=getattr(project, "model_version", None) or None,
         prediction_model_versions={str(k): int(v) for k, v in versions.items()} if versions else None,
     )
+
+
+def download_export(
+    chunks: Callable[[], Iterable[bytes]], *, dest_dir: Path, prefix: str, what: str
+) -> tuple[Path, int]:
+    """Stream a Label Studio export (``chunks()``: the SDK's byte iterator, called again on each retry) into a new
+    ``<prefix>*.json`` file under ``dest_dir``, with :func:`batchlabel.sync.client.with_retries`. Nothing is held in
+    memory. Returns (the file, its size in bytes)."""
+    from batchlabel.sync.client import with_retries
+
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=dest_dir, prefix=prefix, suffix=".json", delete=False) as handle:
+
+        def download() -> int:
+            handle.seek(0)
+            handle.truncate()
+            size = 0
+            for chunk in chunks():
+                handle.write(chunk)
+                size += len(chunk)
+            return size
+
+        size = with_retries(download, what=what)
+    return Path(handle.name), size
+
+
+def export_file_source(config: Any, path: Path) -> ExportSource:
+    """A user's export file with the configured labeling config (``--from-export`` of build-dataset and report)."""
+    from batchlabel.sync.label_config import load_label_config
+
+    return file_source(path, load_label_config(config.label_studio.labels, config.label_studio.label_config))
 
 
 def file_source(path: Path, label_config: str) -> ExportSource:

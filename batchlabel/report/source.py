@@ -12,14 +12,19 @@ to a file and read with the dataset build's reader (:func:`batchlabel.dataset.ls
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from batchlabel.config import Config
-from batchlabel.dataset.ls_export import DatasetError, ExportSource, connect_project, file_source
+from batchlabel.dataset.ls_export import (
+    DatasetError,
+    ExportSource,
+    connect_project,
+    download_export,
+    export_file_source,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,20 +59,9 @@ def export_project_with_predictions(config: Config, *, dest_dir: Path, client: A
                               what="read the export snapshot").status
     if status == "failed":
         raise DatasetError(f"project {project.id}: Label Studio failed to build export snapshot {snapshot_id}")
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=dest_dir, prefix=f"report-{project.id}-", suffix=".json",
-                                     delete=False) as handle:
-
-        def download() -> int:
-            handle.seek(0)
-            handle.truncate()
-            size = 0
-            for chunk in ls.projects.exports.download(project.id, snapshot_id, export_type="JSON"):
-                handle.write(chunk)
-                size += len(chunk)
-            return size
-
-        size = with_retries(download, what=f"download export snapshot {snapshot_id}")
+    path, size = download_export(lambda: ls.projects.exports.download(project.id, snapshot_id, export_type="JSON"),
+                                 dest_dir=dest_dir, prefix=f"report-{project.id}-",
+                                 what=f"download export snapshot {snapshot_id}")
     try:
         ls.projects.exports.delete(project.id, snapshot_id)
     except Exception as error:  # noqa: BLE001 - a leftover snapshot is harmless; the report is already on disk
@@ -75,7 +69,7 @@ def export_project_with_predictions(config: Config, *, dest_dir: Path, client: A
     log.info("exported project %r (id %s) with predictions: %.1f MB in %.1f s", title, project.id, size / 1e6,
              time.perf_counter() - started)
     return ExportSource(
-        kind="project", path=Path(handle.name), label_config=project.label_config or "", exported_at=exported_at,
+        kind="project", path=path, label_config=project.label_config or "", exported_at=exported_at,
         project_id=project.id, project_title=title, url=config.label_studio.url,
         project_model_version=getattr(project, "model_version", None) or None,
     )
@@ -84,10 +78,7 @@ def export_project_with_predictions(config: Config, *, dest_dir: Path, client: A
 def report_source(config: Config, *, from_export: Path | None, dest_dir: Path, client: Any | None) -> ExportSource:
     """The export to report on: ``from_export`` (with the configured labeling config) or the live project."""
     if from_export is not None:
-        from batchlabel.sync.label_config import load_label_config
-
-        xml = load_label_config(config.label_studio.labels, config.label_studio.label_config)
-        return file_source(from_export, xml)
+        return export_file_source(config, from_export)
     return export_project_with_predictions(config, dest_dir=dest_dir, client=client)
 
 
