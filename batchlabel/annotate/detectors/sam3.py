@@ -70,6 +70,14 @@ class Sam3Detector:
         self.queries: Mapping[str, tuple[str, ...]] = dict(queries)
         self.device = device
         self.max_objects = max_objects
+        # every label's prompts tokenized once (they are the same for every image), kept on the device
+        self._prompt_tokens = []
+        for label, prompts in self.queries.items():
+            for prompt in prompts:
+                text = self._processor(text=prompt, return_tensors="pt")
+                self._prompt_tokens.append(
+                    (label, text["input_ids"].to(device), text["attention_mask"].to(device))
+                )
         self.detector_id = f"sam3:{local.name or model}@{_weights_digest(model)}"
         params = sum(p.numel() for p in self._model.parameters())
         self.slow_on_cpu_s = FULL_SIZE_CPU_S * min(1.0, params / 840e6) if device == "cpu" else 0.0
@@ -85,14 +93,9 @@ class Sam3Detector:
             pixels = self._processor(images=image, return_tensors="pt")
             vision = self._model.get_vision_features(pixel_values=pixels["pixel_values"].to(self.device))
             found: list[Detection] = []
-            for label, prompts in self.queries.items():
-                for prompt in prompts:
-                    text = self._processor(text=prompt, return_tensors="pt")
-                    outputs = self._model(
-                        vision_embeds=vision, input_ids=text["input_ids"].to(self.device),
-                        attention_mask=text["attention_mask"].to(self.device),
-                    )
-                    found += self._instances(outputs, label, min_score, (height, width))
+            for label, input_ids, attention_mask in self._prompt_tokens:
+                outputs = self._model(vision_embeds=vision, input_ids=input_ids, attention_mask=attention_mask)
+                found += self._instances(outputs, label, min_score, (height, width))
         return found
 
     def _instances(self, outputs: Any, label: str, min_score: float, size: tuple[int, int]) -> list[Detection]:
