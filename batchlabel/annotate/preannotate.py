@@ -106,7 +106,8 @@ def control_names(config: Config) -> tuple[Any, tuple[str, ...]]:
     return _control_names(config.label_studio.labels, config.label_studio.label_config)
 
 
-def preannotate(config: Config, decoder: Any, embedding: ImageEmbedding, task: Mapping[str, Any]) -> dict | None:
+def preannotate(config: Config, decoder: Any, embedding: ImageEmbedding, task: Mapping[str, Any], *,
+                model_version: str | None = None) -> dict | None:
     """One Label Studio prediction for ``task`` from its image's ``embedding``.
 
     Args:
@@ -116,6 +117,8 @@ def preannotate(config: Config, decoder: Any, embedding: ImageEmbedding, task: M
         embedding: the image's embedding; masks are produced at ``embedding.original_size`` (oriented image).
         task: the Label Studio task dict (``data.image``; ``annotations``/``predictions`` with ``result`` lists for
             ``boxes``/``points`` from tasks). A task with only ``data`` is fine.
+        model_version: the run's :func:`model_version_for` when the caller has it (computed once per run, not per
+            task: in mode ``detect`` it looks the detector up); None computes it here.
 
     Returns:
         ``{"result": [...], "score": float, "model_version": str}``, or None in mode ``none`` and when there is
@@ -154,9 +157,9 @@ def preannotate(config: Config, decoder: Any, embedding: ImageEmbedding, task: M
             scores.append(float(score))
     if not result:
         return None
-    model_id = getattr(embedding, "model_id", "") or ""
-    version = model_version_for(config, model_id)
-    return {"result": result, "score": round(min(scores), 4), "model_version": version}
+    if model_version is None:
+        model_version = model_version_for(config, getattr(embedding, "model_id", "") or "")
+    return {"result": result, "score": round(min(scores), 4), "model_version": model_version}
 
 
 # -- everything ------------------------------------------------------------------------------------------------------

@@ -88,7 +88,7 @@ class EncodeStage:
         else:
             task = {"data": {"image": image_url(item.rel_path)}, **(item.task or {})}  # the image's path for detect
             try:
-                prediction = preannotate(self.config, self.decoder, embedding, task)
+                prediction = preannotate(self.config, self.decoder, embedding, task, model_version=self.model_version)
             except (PromptSourceError, ValueError) as error:
                 self.state.fail(item.rel_path, "predict", str(error), item.sha256)
                 return None

@@ -183,7 +183,8 @@ class EncodeActor:
         from batchlabel.sync.client import image_url
 
         try:
-            prediction = preannotate(self.config, self.decoder, embedding, {"data": {"image": image_url(rel_path)}})
+            prediction = preannotate(self.config, self.decoder, embedding, {"data": {"image": image_url(rel_path)}},
+                                     model_version=self.model_version)
         except Exception as error:  # journaled by the driver as this file's predict failure, as a local run does
             log.warning("%s: predict failed on the cluster: %s", rel_path, error)
             reason = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"

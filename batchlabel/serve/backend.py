@@ -218,7 +218,8 @@ class Backend:
                 with (
                     self._cores.take(self._batch_threads) as threads, torch_threads(threads), decode_threads(threads)
                 ):
-                    prediction = preannotate(self.config, self.decoder, lookup.embedding, task.model_dump())
+                    prediction = preannotate(self.config, self.decoder, lookup.embedding, task.model_dump(),
+                                             model_version=self.model_version)
             except ValueError as exc:  # preannotate's contract: prompts it cannot read or the model cannot take
                 log.warning("batch task=%s not pre-annotated: %s", task.id, exc)
                 counts["failed"] += 1
