@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -207,39 +207,37 @@ def _scale(size_from: tuple[int, int], size_to: tuple[int, int]) -> tuple[float,
 
 def boxes_from_task(task: Mapping[str, Any], image_size: tuple[int, int]) -> list[BoxPrompt]:
     """Rectangles of the task as box prompts in pixels of an image of ``image_size`` (height, width)."""
-    from batchlabel.sync.results import ResultFormatError, parse_rectangle
+    from batchlabel.sync.results import parse_rectangle
 
     boxes = []
-    for item in _results_of(task):
-        if not isinstance(item, Mapping) or item.get("type") != "rectanglelabels":
-            continue
-        try:
-            label, box = parse_rectangle(item)
-        except ResultFormatError as error:
-            log.warning("task %s: rectangle skipped: %s", task.get("id"), error)
-            continue
-        sx, sy = _scale((int(item["original_height"]), int(item["original_width"])), image_size)
-        x1, y1, x2, y2 = (float(v) for v in box)
-        boxes.append(BoxPrompt(label, (x1 * sx, y1 * sy, x2 * sx, y2 * sy)))
+    for (label, (x1, y1, x2, y2)), sx, sy in _parsed_items(task, "rectanglelabels", parse_rectangle, image_size):
+        boxes.append(BoxPrompt(label, (float(x1) * sx, float(y1) * sy, float(x2) * sx, float(y2) * sy)))
     return boxes
 
 
 def points_from_task(task: Mapping[str, Any], image_size: tuple[int, int]) -> list[PointPrompt]:
     """Keypoints of the task as click prompts in pixels of an image of ``image_size`` (height, width)."""
-    from batchlabel.sync.results import ResultFormatError, parse_keypoint
+    from batchlabel.sync.results import parse_keypoint
 
-    points = []
+    return [PointPrompt(label, (x * sx, y * sy), positive)
+            for (label, (x, y), positive), sx, sy in _parsed_items(task, "keypointlabels", parse_keypoint, image_size)]
+
+
+def _parsed_items(task: Mapping[str, Any], result_type: str, parse: Callable[[Mapping[str, Any]], Any],
+                  image_size: tuple[int, int]) -> Iterator[tuple[Any, float, float]]:
+    """(``parse(item)``, sx, sy) for the task's result items of ``result_type`` (annotations and foreign
+    predictions), scaled from each item's original size to ``image_size``; a malformed item is a warning, skipped."""
+    from batchlabel.sync.results import ResultFormatError
+
     for item in _results_of(task):
-        if not isinstance(item, Mapping) or item.get("type") != "keypointlabels":
+        if not isinstance(item, Mapping) or item.get("type") != result_type:
             continue
         try:
-            label, (x, y), positive = parse_keypoint(item)
+            parsed = parse(item)
         except ResultFormatError as error:
-            log.warning("task %s: keypoint skipped: %s", task.get("id"), error)
+            log.warning("task %s: %s item skipped: %s", task.get("id"), result_type, error)
             continue
-        sx, sy = _scale((int(item["original_height"]), int(item["original_width"])), image_size)
-        points.append(PointPrompt(label, (x * sx, y * sy), positive))
-    return points
+        yield (parsed, *_scale((int(item["original_height"]), int(item["original_width"])), image_size))
 
 
 def _decode_points(decoder: Any, embedding: ImageEmbedding, points: Sequence[PointPrompt]) -> list:
