@@ -32,7 +32,11 @@ class AutoBuilder:
         self.client = client
         self.clock = clock
         self.settings = config.dataset.auto_build
-        self.enabled = self.settings.when != "never"
+        from batchlabel.dataset.completion import CompletionRule
+
+        self._rule = (CompletionRule(mode=self.settings.when, fraction=self.settings.fraction, tag=self.settings.tag)
+                      if self.settings.when != "never" else None)
+        self.enabled = self._rule is not None
         self._next_check = clock() + self.settings.check_every_s
         self._thread: threading.Thread | None = None
         self.built: list[Any] = []
@@ -48,16 +52,14 @@ class AutoBuilder:
         self._thread.start()
 
     def _build(self) -> None:
-        from batchlabel.dataset.completion import CompletionRule, build_if_complete
+        from batchlabel.dataset.completion import build_if_complete
         from batchlabel.dataset.ls_export import DatasetError
         from batchlabel.sync.client import LabelStudioError, LabelStudioUnavailableError
 
-        when = self.settings.when
-        if when == "never":
+        if self._rule is None:
             return
-        rule = CompletionRule(mode=when, fraction=self.settings.fraction, tag=self.settings.tag)
         try:
-            version = build_if_complete(self.config, rule=rule, client=self.client)
+            version = build_if_complete(self.config, rule=self._rule, client=self.client)
         except (DatasetError, LabelStudioError, LabelStudioUnavailableError, OSError) as error:
             log.warning("automatic dataset build failed: %s", error)
             return

@@ -31,6 +31,8 @@ def build_report(config: Config, *, from_export: Path | None = None, uncertain: 
     from batchlabel.report.source import report_source
     from batchlabel.serve.request_counts import InteractiveRequestCounts
 
+    if uncertain_tab and from_export is not None:  # refused before the export and the pass over the tasks
+        raise DatasetError("--uncertain-tab needs the live project (not --from-export)")
     if from_export is None and client is None:
         from batchlabel.sync.client import connect
 
@@ -61,9 +63,7 @@ def build_report(config: Config, *, from_export: Path | None = None, uncertain: 
                  "exported_at": source.exported_at}
     report = report_json(data, manual_s_per_object=config.report.manual_s_per_object,
                          baseline_source=config.report.baseline_source, source=described, uncertain=listed)
-    if uncertain_tab:
-        if source.kind != "project" or source.project_id is None:
-            raise DatasetError("--uncertain-tab needs the live project (not --from-export)")
+    if uncertain_tab and source.project_id is not None:
         report["uncertain_tab_id"] = ensure_uncertain_tab(client, source.project_id)
     return report
 
