@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 log = logging.getLogger("batchlabel.serve.access")
+#: Internal errors go to the module's own logger, not the access log (which operators may silence or route apart).
+error_log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -210,7 +212,7 @@ class LastResortMiddleware:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:  # noqa: BLE001 - the last handler: log it, answer 500, keep serving
             error_id = uuid.uuid4().hex[:12]
-            log.error("internal error id=%s path=%s: %s", error_id, scope.get("path"), exc.__class__.__name__,
+            error_log.error("internal error id=%s path=%s: %s", error_id, scope.get("path"), exc.__class__.__name__,
                       exc_info=True)
             if started:
                 return  # the response is half sent: nothing valid can follow on this connection
