@@ -132,9 +132,13 @@ def main(argv: list[str] | None = None) -> int:
             models = [("litemedsam", {}), ("mobile_sam", random), ("sam_vit_b", random), ("sam_vit_h", random)]
             for name, extra in models:
                 for batch in (8, 16, 32):
-                    rows.append(_run(f"{name} cuda bf16 batch {batch}", {"name": name, **cuda, **extra}, gpu_paths,
-                                     workdir, runtime="torch", max_batch_images=batch, load_workers=8,
-                                     queue_depth=4 * batch))
+                    label = f"{name} cuda bf16 batch {batch}"
+                    try:
+                        rows.append(_run(label, {"name": name, **cuda, **extra}, gpu_paths, workdir, runtime="torch",
+                                         max_batch_images=batch, load_workers=8, queue_depth=4 * batch))
+                    except Exception as exc:  # one configuration's failure must not lose the other rows
+                        log.exception("%s failed", label)
+                        rows.append({"name": label, "error": f"{type(exc).__name__}: {exc}"})
     report = {
         "benchmark": "encode",
         "host": {"python": platform.python_version(), "torch": torch.__version__,
