@@ -295,8 +295,10 @@ class TaskConverter:
         if not isinstance(value, dict):
             raise ExportFormatError(f"{where}: missing key 'value'")
         labels = value.get(kind)
-        if not isinstance(labels, list) or not labels:
-            raise ExportFormatError(f"{where}: value.{kind} must be a non-empty list of labels, got {labels!r:.60}")
+        if not isinstance(labels, list) or not labels or not all(isinstance(label, str) for label in labels):
+            raise ExportFormatError(
+                f"{where}: value.{kind} must be a non-empty list of label strings, got {labels!r:.60}"
+            )
         label = labels[0]
         if len(labels) > 1:
             findings.append(Finding("multi_label", task_id, f"{where}: several labels {labels}; using {label!r}"))
