@@ -168,3 +168,43 @@ def test_labels_that_look_like_mathematics_are_drawn_as_text(tmp_path: Path,
     html = (out / "report.html").read_text()
     assert all(f"<td>{label}</td>" in html for label in labels)  # nothing to escape in HTML but the text itself
     assert json.loads((out / "report.json").read_text())["labels"][labels[0]]["accepted"] == 1
+
+
+def _garbled_pages(path: Path) -> None:
+    """A real counts database whose pages after the header are overwritten: SQLite opens it, reading fails."""
+    from batchlabel.serve.request_counts import InteractiveRequestCounts
+
+    counts = InteractiveRequestCounts(path.parent)
+    for task_id in range(200):
+        counts.record("1.1700000000", task_id, "cat")
+    counts.close()
+    data = bytearray(path.read_bytes())
+    data[100:] = bytes(range(256)) * ((len(data) - 100) // 256) + bytes((len(data) - 100) % 256)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("garble", ["random bytes", "garbled pages"])
+def test_a_garbled_request_counts_file_is_reported_without_counts(tmp_path: Path, garble: str,
+                                                                  capsys: pytest.CaptureFixture[str],
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    from batchlabel.serve.request_counts import FILE_NAME
+
+    config = _config(tmp_path, ["cat"])
+    export = _two_versions_export(tmp_path)
+    counts_file = tmp_path / "cache" / FILE_NAME
+    counts_file.parent.mkdir(parents=True)
+    if garble == "random bytes":
+        counts_file.write_bytes(np.random.default_rng(0).integers(0, 256, 8192, dtype=np.uint8).tobytes())
+    else:
+        _garbled_pages(counts_file)
+    before = counts_file.read_bytes()
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING"):
+        assert main(["report", str(config), "--from-export", str(export), "--out", str(out)]) == 0
+    assert "model version v1:" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json", "report.png"]
+    assert json.loads((out / "report.json").read_text())["labels"]["cat"]["requests_per_object"] is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(str(counts_file) in message and "without interactive request counts" in message
+               for message in warnings), warnings
+    assert counts_file.read_bytes() == before  # the report only reads: the evidence is left as it was
