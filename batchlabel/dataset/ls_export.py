@@ -113,13 +113,18 @@ def timestamp(annotation: Mapping[str, Any], key: str) -> float:
     return parsed.timestamp()
 
 
+def task_list(task: Mapping[str, Any], key: str) -> list[Any]:
+    """``task[key]`` (``annotations``, ``predictions``) as a list, ``[]`` when absent or empty. Raises
+    :class:`ExportFormatError` naming the task when it is anything else."""
+    value = task.get(key) or []
+    if not isinstance(value, list):
+        raise ExportFormatError(f"task {task.get('id')}: {key!r} must be a list, got {type(value).__name__}")
+    return value
+
+
 def select_annotation(task: dict[str, Any]) -> dict[str, Any] | None:
     """The annotation that counts for ``task`` (see the module docstring), or None when there is none."""
-    annotations = task.get("annotations") or []
-    if not isinstance(annotations, list):
-        raise ExportFormatError(
-            f"task {task.get('id')}: 'annotations' must be a list, got {type(annotations).__name__}"
-        )
+    annotations = task_list(task, "annotations")
     usable = []
     for annotation in annotations:
         if not isinstance(annotation, dict):

@@ -25,6 +25,7 @@ from batchlabel.dataset.ls_export import (
     connect_project,
     download_export,
     export_file_source,
+    task_list,
 )
 
 log = logging.getLogger(__name__)
@@ -97,19 +98,19 @@ def task_predictions(task: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
 
     Full predictions come from ``task.predictions`` (snapshot exports); for ids-only exports the annotations'
     embedded ``prediction`` objects are used. Each prediction is a dict with ``id``, ``result``, ``score``,
-    ``model_version``. Raises :class:`~batchlabel.dataset.ls_export.ExportFormatError` naming the task when a
-    prediction id is a list or an object.
+    ``model_version``. Raises :class:`~batchlabel.dataset.ls_export.ExportFormatError` naming the task when
+    ``predictions`` or ``annotations`` is not a list, or a prediction id is a list or an object.
     """
     where = f"task {task.get('id')}"
     full: dict[Any, dict[str, Any]] = {}
     ids_only: set[Any] = set()
-    for index, prediction in enumerate(task.get("predictions") or []):
+    for index, prediction in enumerate(task_list(task, "predictions")):
         if isinstance(prediction, dict) and isinstance(prediction.get("result"), list):
             identifier = prediction_id(prediction.get("id"), f"{where}: predictions[{index}].id")
             full[id(prediction) if identifier is None else identifier] = prediction
         elif isinstance(prediction, (int, str)):
             ids_only.add(prediction)
-    for annotation in task.get("annotations") or []:
+    for annotation in task_list(task, "annotations"):
         embedded = annotation.get("prediction") if isinstance(annotation, dict) else None
         if isinstance(embedded, dict) and isinstance(embedded.get("result"), list):
             identifier = prediction_id(embedded.get("id"),

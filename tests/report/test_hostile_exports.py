@@ -208,3 +208,43 @@ def test_a_garbled_request_counts_file_is_reported_without_counts(tmp_path: Path
     assert any(str(counts_file) in message and "without interactive request counts" in message
                for message in warnings), warnings
     assert counts_file.read_bytes() == before  # the report only reads: the evidence is left as it was
+
+
+#: Other malformed fields that raised TypeError or ValueError (found by fuzzing each field of a task):
+#: (path to the field, the JSON text put there, the start of the failure message).
+OTHER_MALFORMED = {
+    "predictions": (("predictions",), "5", "task 2: 'predictions' must be a list, got int"),
+    "image_rotation": (("annotations", 0, "result", 0, "image_rotation"), '["x"]',
+                       "task 2: annotation 102: result 0 (rectanglelabels, id a2): image_rotation must be a number"),
+    "rotation": (("annotations", 0, "result", 0, "value", "rotation"), '"90deg"',
+                 "task 2: annotation 102: result 0 (rectanglelabels, id a2): value.rotation must be a number"),
+    "infinite rotation": (("annotations", 0, "result", 0, "value", "rotation"), '"-inf"',
+                          "task 2: annotation 102: result 0 (rectanglelabels, id a2): value.rotation must be a number"),
+}
+
+
+@pytest.mark.parametrize("command", ["report", "build-dataset"])
+@pytest.mark.parametrize("case", list(OTHER_MALFORMED))
+def test_other_malformed_fields_fail_that_task_only(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    case: str, command: str) -> None:
+    field, text, message = OTHER_MALFORMED[case]
+    config = _config(tmp_path, ["cat"])
+    tasks = [_reviewed_task(task_id, _image(tmp_path, f"img/{task_id}.png"),
+                            [_prediction(10 * task_id, "v1", CAT_BOX)], parent=10 * task_id, lead_time=5.0)
+             for task_id in (1, 2)]
+    holder: Any = tasks[1]
+    for key in field[:-1]:
+        holder = holder[key]
+    holder[field[-1]] = "@MALFORMED@"
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(tasks).replace('"@MALFORMED@"', text))
+    extra = ["--out", str(tmp_path / "dataset")] if command == "build-dataset" else []
+    assert main([command, str(config), "--from-export", str(export), "--json", *extra]) == 1
+    printed = json.loads(capsys.readouterr().out)
+    (failure,) = printed["failures"]
+    assert failure.startswith(message), failure
+    if command == "report":
+        assert printed["labels"]["cat"]["accepted"] == 1  # task 1
+    else:
+        assert printed["counts"]["images"] == 1
+
