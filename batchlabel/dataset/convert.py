@@ -283,7 +283,7 @@ class TaskConverter:
         rotation = _degrees(item.get("image_rotation"), where, "image_rotation")
         if rotation % 360 != 0:
             raise DatasetError(
-                f"{where}: the image was rotated by {rotation} degrees in Label Studio (image_rotation); "
+                f"{where}: the image was rotated by {item['image_rotation']} degrees in Label Studio (image_rotation); "
                 "batchlabel cannot place such regions on the image file. Reset the rotation in the labeling UI and "
                 "update the annotation, or rotate the file itself and relabel"
             )
