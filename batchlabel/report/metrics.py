@@ -213,8 +213,8 @@ class ReportCollector:
             log.error("%s", error)
 
     def _add(self, task: dict[str, Any], annotation: dict[str, Any] | None) -> None:
-        """Convert every side of the task first, then tally: a malformed part fails the whole task, counting none
-        of it."""
+        """Convert every side of the task first, then tally: a malformed part fails the task (a failure naming it)
+        before any of its objects, times or predictions is counted."""
         data = self.data
         predictions, ids_only = task_predictions(task)
         task_id = int(task["id"]) if isinstance(task.get("id"), int) else -1
