@@ -39,6 +39,7 @@ from batchlabel.dataset.ls_export import (
     image_data_key,
     iter_export_tasks,
     select_annotation,
+    task_list,
 )
 from batchlabel.dataset.manifest import FORMAT_VERSION, fingerprint, read_manifest, write_manifest
 
@@ -285,7 +286,7 @@ def _build(
             fingerprint_entries.append(_fingerprint_entry(task, annotation))  # as export_fingerprint computes it
             try:
                 annotation = select_annotation(task)
-                for prediction in task.get("predictions") or []:
+                for prediction in task_list(task, "predictions"):
                     if isinstance(prediction, dict) and prediction.get("model_version"):
                         model_versions[str(prediction["model_version"])] += 1
                 if annotation is None:

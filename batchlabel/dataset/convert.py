@@ -138,6 +138,18 @@ def _box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def _degrees(value: Any, where: str, key: str) -> float:
+    """A rotation in degrees (absent, null or 0: 0). Raises :class:`ExportFormatError` naming ``where`` and ``key``
+    when it is not a finite number."""
+    try:
+        degrees = float(value or 0)
+    except (TypeError, ValueError):
+        degrees = math.nan
+    if not math.isfinite(degrees):
+        raise ExportFormatError(f"{where}: {key} must be a number of degrees, got {value!r:.60}")
+    return degrees
+
+
 def _rotated_box_corners(box: tuple[float, float, float, float], degrees: float) -> np.ndarray:
     """Corners (4, 2) XY pixels of a Label Studio rectangle rotated by ``degrees`` clockwise about its (x1, y1)."""
     x1, y1, x2, y2 = box
@@ -268,10 +280,10 @@ class TaskConverter:
             ) from None
         if width <= 0 or height <= 0:
             raise ExportFormatError(f"{where}: original size {width}x{height} is not positive")
-        rotation = item.get("image_rotation") or 0
-        if float(rotation) % 360 != 0:
+        rotation = _degrees(item.get("image_rotation"), where, "image_rotation")
+        if rotation % 360 != 0:
             raise DatasetError(
-                f"{where}: the image was rotated by {rotation} degrees in Label Studio (image_rotation); "
+                f"{where}: the image was rotated by {item['image_rotation']} degrees in Label Studio (image_rotation); "
                 "batchlabel cannot place such regions on the image file. Reset the rotation in the labeling UI and "
                 "update the annotation, or rotate the file itself and relabel"
             )
@@ -295,8 +307,10 @@ class TaskConverter:
         if not isinstance(value, dict):
             raise ExportFormatError(f"{where}: missing key 'value'")
         labels = value.get(kind)
-        if not isinstance(labels, list) or not labels:
-            raise ExportFormatError(f"{where}: value.{kind} must be a non-empty list of labels, got {labels!r:.60}")
+        if not isinstance(labels, list) or not labels or not all(isinstance(label, str) for label in labels):
+            raise ExportFormatError(
+                f"{where}: value.{kind} must be a non-empty list of label strings, got {labels!r:.60}"
+            )
         label = labels[0]
         if len(labels) > 1:
             findings.append(Finding("multi_label", task_id, f"{where}: several labels {labels}; using {label!r}"))
@@ -341,7 +355,7 @@ class TaskConverter:
                 raise ExportFormatError(f"{where}: missing key 'value.{error.args[0]}'") from None
             except (TypeError, ValueError) as error:
                 raise ExportFormatError(f"{where}: value x/y/width/height must be numbers: {error}") from None
-            rotation = float(value.get("rotation") or 0)
+            rotation = _degrees(value.get("rotation"), where, "value.rotation")
             if rotation % 360:
                 corners = _rotated_box_corners(box, rotation)
                 box = (*corners.min(axis=0).tolist(), *corners.max(axis=0).tolist())

@@ -3,7 +3,9 @@
 A JSON export (``export_type="JSON"``, the format Label Studio's "Export > JSON" button writes and
 ``projects.exports.download_sync`` returns) is one JSON array of task objects. It is read as a stream with ``ijson``
 so memory stays bounded however large the project is. A live project is exported to a temporary file first, so both
-sources go through exactly the same reader and give the same dataset.
+sources go through exactly the same reader and give the same dataset. A file nested deeper than
+:data:`MAX_EXPORT_DEPTH` levels is refused before it is parsed (:mod:`batchlabel.dataset.json_nesting`): a Label
+Studio export nests about 10 (a polygon point of a prediction embedded in an annotation).
 
 Which annotation counts for a task (explicit, documented): the ground-truth annotation when one is marked (the
 latest of them if several), else the latest non-cancelled annotation (by ``updated_at``, then ``created_at``, then
@@ -22,6 +24,11 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+#: Levels of ``[``/``{`` an export may nest: the task array is level 1, a brush's ``rle`` level 8, a polygon point 9
+#: (10 in a prediction embedded in an annotation). Deeper files are refused naming the byte offset and the task, in
+#: bounded memory and time.
+MAX_EXPORT_DEPTH = 100
 
 
 class DatasetError(Exception):
@@ -55,9 +62,11 @@ def iter_export_tasks(path: Path) -> Iterator[dict[str, Any]]:
     """Stream the task objects of a Label Studio JSON export file, in file order.
 
     Raises :class:`ExportFormatError` naming the file (and the task index) when the file is not a JSON array of
-    objects or the JSON is broken.
+    objects, the JSON is broken, or it nests deeper than :data:`MAX_EXPORT_DEPTH` levels (then also the byte offset).
     """
     import ijson
+
+    from batchlabel.dataset.json_nesting import JsonNestingError, NestingLimitedReader
 
     path = Path(path)
     try:
@@ -74,13 +83,19 @@ def iter_export_tasks(path: Path) -> Iterator[dict[str, Any]]:
             )
         handle.seek(0)
         index = -1
+        reader = NestingLimitedReader(handle, max_depth=MAX_EXPORT_DEPTH)
         try:
-            for index, task in enumerate(ijson.items(handle, "item", use_float=True)):  # noqa: B007
+            for index, task in enumerate(ijson.items(reader, "item", use_float=True)):  # noqa: B007
                 if not isinstance(task, dict):
                     raise ExportFormatError(f"{path}: item {index}: expected a task object, got {type(task).__name__}")
                 yield task
         except ijson.JSONError as error:
             raise ExportFormatError(f"{path}: broken JSON after task number {index + 1}: {error}") from None
+        except JsonNestingError as error:
+            raise ExportFormatError(
+                f"{path}: item {error.item} (byte {error.offset}): JSON nested deeper than {error.max_depth} levels; "
+                "a Label Studio export nests about 10, so this is not one (or it is damaged)"
+            ) from None
 
 
 def timestamp(annotation: Mapping[str, Any], key: str) -> float:
@@ -98,13 +113,18 @@ def timestamp(annotation: Mapping[str, Any], key: str) -> float:
     return parsed.timestamp()
 
 
+def task_list(task: Mapping[str, Any], key: str) -> list[Any]:
+    """``task[key]`` (``annotations``, ``predictions``) as a list, ``[]`` when absent or empty. Raises
+    :class:`ExportFormatError` naming the task when it is anything else."""
+    value = task.get(key) or []
+    if not isinstance(value, list):
+        raise ExportFormatError(f"task {task.get('id')}: {key!r} must be a list, got {type(value).__name__}")
+    return value
+
+
 def select_annotation(task: dict[str, Any]) -> dict[str, Any] | None:
     """The annotation that counts for ``task`` (see the module docstring), or None when there is none."""
-    annotations = task.get("annotations") or []
-    if not isinstance(annotations, list):
-        raise ExportFormatError(
-            f"task {task.get('id')}: 'annotations' must be a list, got {type(annotations).__name__}"
-        )
+    annotations = task_list(task, "annotations")
     usable = []
     for annotation in annotations:
         if not isinstance(annotation, dict):

@@ -18,6 +18,9 @@ Definitions (issue 16):
   annotation's ``lead_time`` divided by its number of final objects (seconds per object).
 - ``requests_per_object``: the interactive requests ``batchlabel serve`` answered for the label on reviewed tasks,
   divided by the label's final objects in those tasks (None when serve has recorded nothing for the project).
+- Per model version, ``median_lead_time_s``, ``requests_per_object`` and ``final_objects`` count the reviewed tasks
+  whose compared prediction (the one above: the annotation started from it) is of that version: the time and the
+  clicks belong to the annotation, and the annotation to the prediction it started from.
 - The time-saved estimate: ``report.manual_s_per_object`` (a stated baseline, not a measurement) times the final
   objects of reviewed tasks with a ``lead_time``, minus those tasks' summed ``lead_time``.
 """
@@ -37,7 +40,7 @@ import numpy as np
 from batchlabel.dataset.convert import TaskConverter
 from batchlabel.dataset.ls_export import DatasetError, select_annotation, timestamp
 from batchlabel.report.matching import RegionObject, TaskMatch, match_task
-from batchlabel.report.source import task_predictions
+from batchlabel.report.source import prediction_id, task_predictions
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +62,13 @@ class LabelTally:
     final_objects: int = 0
     requests: int = 0
 
-    def to_json(self, *, requests_known: bool, with_times: bool = True) -> dict[str, Any]:
-        counts = {
+    def to_json(self, *, requests_known: bool) -> dict[str, Any]:
+        return {
             "predicted": self.predicted,
             "reviewed": self.reviewed,
             **{outcome: self.outcomes[outcome] for outcome in OUTCOMES},
             "added": self.added,
             "mean_iou": round(float(np.mean(self.ious)), 4) if self.ious else None,
-        }
-        if not with_times:
-            return counts
-        return {
-            **counts,
             "median_lead_time_s": round(statistics.median(self.seconds_per_object), 2)
             if self.seconds_per_object else None,
             "requests_per_object": round(self.requests / self.final_objects, 3)
@@ -105,13 +103,12 @@ class Scope:
         for label in match.added:
             self.labels[label].added += 1
 
-    def to_json(self, *, requests_known: bool, with_times: bool = True) -> dict[str, Any]:
-        """Counts per label; ``with_times=False`` (model versions) leaves out times and requests, which belong to
-        the annotation, not to one version's prediction."""
+    def to_json(self, *, requests_known: bool) -> dict[str, Any]:
+        """Counts, times and requests per label (:meth:`LabelTally.to_json`), the tasks, the IoU histogram."""
         counts, _ = np.histogram(self.ious, bins=IOU_BIN_EDGES)
         return {
             "tasks": {"with_predictions": self.tasks, "reviewed": self.reviewed_tasks},
-            "labels": {label: tally.to_json(requests_known=requests_known, with_times=with_times)
+            "labels": {label: tally.to_json(requests_known=requests_known)
                        for label, tally in sorted(self.labels.items())},
             "iou_histogram": {"bin_edges": list(IOU_BIN_EDGES), "counts": [int(c) for c in counts]},
         }
@@ -216,42 +213,41 @@ class ReportCollector:
             log.error("%s", error)
 
     def _add(self, task: dict[str, Any], annotation: dict[str, Any] | None) -> None:
+        """Convert every side of the task first, then tally: a malformed part fails the task (a failure naming it)
+        before any of its objects, times or predictions is counted."""
         data = self.data
         predictions, ids_only = task_predictions(task)
-        data.predictions_ids_only += ids_only
         task_id = int(task["id"]) if isinstance(task.get("id"), int) else -1
         final: list[RegionObject] = []
         if annotation is not None:
             final = _objects(self.converter, self.labels, task, annotation.get("result") or [],
                              f"{annotation.get('id')}")
-            self._add_times(task_id, annotation, final)
         if not predictions:
+            data.predictions_ids_only += ids_only
             if annotation is not None:  # drawn from scratch: every object is added
-                self.data.overall.add_match(TaskMatch((), tuple(obj.label for obj in final)))
+                self._add_times(task_id, annotation, final, (data.overall,))
+                data.overall.add_match(TaskMatch((), tuple(obj.label for obj in final)))
             return
-        parent = annotation.get("parent_prediction") if annotation is not None else None
-        by_id = {p.get("id"): p for p in predictions}
-        primary = by_id.get(parent) if parent is not None else None
-        if primary is None:
-            primary = max(predictions, key=_recency)
+        primary = _compared_prediction(task, annotation, predictions)
         latest_by_version: dict[str, dict[str, Any]] = {}
         for prediction in sorted(predictions, key=_recency):
             latest_by_version[str(prediction.get("model_version") or "")] = prediction
-        compared: dict[str, list[RegionObject]] = {}
-        for version, prediction in latest_by_version.items():
-            objects = _objects(self.converter, self.labels, task, prediction["result"],
-                               f"prediction {prediction.get('id')}")
-            compared[version] = objects
-            scope = data.versions[version]
-            scope.add_predicted(objects, reviewed=annotation is not None)
-            if annotation is not None:
-                scope.add_match(match_task(objects, final))
+        compared = {version: _objects(self.converter, self.labels, task, prediction["result"],
+                                      f"prediction {prediction.get('id')}")
+                    for version, prediction in latest_by_version.items()}
         primary_version = str(primary.get("model_version") or "")
         primary_objects = (compared[primary_version] if latest_by_version[primary_version] is primary
                            else _objects(self.converter, self.labels, task, primary["result"],
                                          f"prediction {primary.get('id')}"))
+        data.predictions_ids_only += ids_only
+        for version, objects in compared.items():
+            scope = data.versions[version]
+            scope.add_predicted(objects, reviewed=annotation is not None)
+            if annotation is not None:
+                scope.add_match(match_task(objects, final))
         data.overall.add_predicted(primary_objects, reviewed=annotation is not None)
         if annotation is not None:
+            self._add_times(task_id, annotation, final, (data.overall, data.versions[primary_version]))
             data.overall.add_match(match_task(primary_objects, final))
             return
         score = prediction_score(primary)
@@ -259,23 +255,40 @@ class ReportCollector:
             data.unreviewed.append(UnreviewedTask(task_id, score, primary.get("model_version"),
                                                   len(primary_objects)))
 
-    def _add_times(self, task_id: int, annotation: Mapping[str, Any], final: Sequence[RegionObject]) -> None:
+    def _add_times(self, task_id: int, annotation: Mapping[str, Any], final: Sequence[RegionObject],
+                   scopes: Sequence[Scope]) -> None:
+        """The annotation's final objects, requests and lead time: overall (the first scope) and in the version
+        scope of the prediction it started from."""
         data = self.data
         per_label = Counter(obj.label for obj in final)
-        for label, count in per_label.items():
-            tally = data.overall.labels[label]
-            tally.final_objects += count
-            tally.requests += self.requests.get((task_id, label), 0)
         lead_time = _lead_time(annotation)
-        if lead_time is None:
-            return
-        data.lead_times_s.append(lead_time)
-        if final:
-            per_object = lead_time / len(final)
-            data.seconds_per_object.append(per_object)
-            data.timed_objects += len(final)
-            for label in per_label:
-                data.overall.labels[label].seconds_per_object.append(per_object)
+        if lead_time is not None:
+            data.lead_times_s.append(lead_time)
+            if final:
+                data.seconds_per_object.append(lead_time / len(final))
+                data.timed_objects += len(final)
+        for scope in scopes:
+            for label, count in per_label.items():
+                tally = scope.labels[label]
+                tally.final_objects += count
+                tally.requests += self.requests.get((task_id, label), 0)
+                if lead_time is not None:
+                    tally.seconds_per_object.append(lead_time / len(final))
+
+
+def _compared_prediction(task: Mapping[str, Any], annotation: Mapping[str, Any] | None,
+                         predictions: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The prediction a task is compared with: the annotation's ``parent_prediction`` when the task has it, else the
+    latest. Raises :class:`~batchlabel.dataset.ls_export.ExportFormatError` when ``parent_prediction`` is a list or
+    an object."""
+    if annotation is not None:
+        parent = prediction_id(annotation.get("parent_prediction"),
+                               f"task {task.get('id')}: annotation {annotation.get('id')}: parent_prediction")
+        if parent is not None:
+            for prediction in predictions:
+                if prediction.get("id") == parent:
+                    return prediction
+    return max(predictions, key=_recency)
 
 
 def report_json(data: ReportData, *, manual_s_per_object: float, baseline_source: str,
@@ -295,7 +308,7 @@ def report_json(data: ReportData, *, manual_s_per_object: float, baseline_source
             "predictions_ids_only": data.predictions_ids_only,
         },
         "model_versions": {
-            version: scope.to_json(requests_known=False, with_times=False)
+            version: scope.to_json(requests_known=data.requests_known)
             for version, scope in sorted(data.versions.items())
         },
         "labels": overall["labels"],

@@ -27,10 +27,19 @@ JSON_NAME = "report.json"
 
 
 def render_chart(report: Mapping[str, Any], path: Path) -> Path:
-    """Draw the two panels of ``report`` (:func:`batchlabel.report.metrics.report_json`) into a PNG at ``path``."""
+    """Draw the two panels of ``report`` (:func:`batchlabel.report.metrics.report_json`) into a PNG at ``path``.
+
+    Labels are the user's text and are drawn verbatim: no ``$...$`` mathematics (``text.parse_math``), no LaTeX, so
+    a label like ``$x$`` or ``$\\frac{a$`` is shown as typed.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        return _draw_chart(report, path)
+
+
+def _draw_chart(report: Mapping[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     labels = report["labels"]

@@ -20,10 +20,12 @@ from typing import Any
 from batchlabel.config import Config
 from batchlabel.dataset.ls_export import (
     DatasetError,
+    ExportFormatError,
     ExportSource,
     connect_project,
     download_export,
     export_file_source,
+    task_list,
 )
 
 log = logging.getLogger(__name__)
@@ -82,23 +84,38 @@ def report_source(config: Config, *, from_export: Path | None, dest_dir: Path, c
     return export_project_with_predictions(config, dest_dir=dest_dir, client=client)
 
 
+def prediction_id(value: Any, where: str) -> Any:
+    """``value`` when it can be a prediction id (a JSON number, string or null); raises
+    :class:`~batchlabel.dataset.ls_export.ExportFormatError` naming ``where`` for a list or an object."""
+    if isinstance(value, (list, dict)):
+        kind = "a list" if isinstance(value, list) else "an object"
+        raise ExportFormatError(f"{where} must be a prediction id (a number or a string), got {kind}: {value!r:.60}")
+    return value
+
+
 def task_predictions(task: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
     """The task's predictions with their ``result``, and how many were ids only (content unknown).
 
     Full predictions come from ``task.predictions`` (snapshot exports); for ids-only exports the annotations'
     embedded ``prediction`` objects are used. Each prediction is a dict with ``id``, ``result``, ``score``,
-    ``model_version``.
+    ``model_version``. Raises :class:`~batchlabel.dataset.ls_export.ExportFormatError` naming the task when
+    ``predictions`` or ``annotations`` is not a list, or a prediction id is a list or an object.
     """
+    where = f"task {task.get('id')}"
     full: dict[Any, dict[str, Any]] = {}
     ids_only: set[Any] = set()
-    for prediction in task.get("predictions") or []:
+    for index, prediction in enumerate(task_list(task, "predictions")):
         if isinstance(prediction, dict) and isinstance(prediction.get("result"), list):
-            full[prediction.get("id", id(prediction))] = prediction
+            identifier = prediction_id(prediction.get("id"), f"{where}: predictions[{index}].id")
+            full[id(prediction) if identifier is None else identifier] = prediction
         elif isinstance(prediction, (int, str)):
             ids_only.add(prediction)
-    for annotation in task.get("annotations") or []:
+    for annotation in task_list(task, "annotations"):
         embedded = annotation.get("prediction") if isinstance(annotation, dict) else None
-        if isinstance(embedded, dict) and isinstance(embedded.get("result"), list) and embedded.get("id") not in full:
-            full[embedded.get("id")] = embedded
+        if isinstance(embedded, dict) and isinstance(embedded.get("result"), list):
+            identifier = prediction_id(embedded.get("id"),
+                                       f"{where}: annotation {annotation.get('id')}: prediction.id")
+            if identifier not in full:
+                full[identifier] = embedded
     ids_only -= set(full)
     return list(full.values()), len(ids_only)

@@ -65,14 +65,20 @@ class InteractiveRequestCounts:
             log.warning("%s: cannot count the interactive request of task %s: %s", self.path, task_id, error)
 
     def for_project(self, project_id: int | str | None) -> dict[tuple[int, str], int] | None:
-        """``{(task id, label): requests}`` of one project, or None when nothing was ever recorded for it."""
+        """``{(task id, label): requests}`` of one project, or None when nothing was ever recorded for it or the file
+        cannot be read (a garbled or locked file: one warning naming it; the file is left as it is)."""
         if not self.path.exists():
             return None
-        with self._lock:
-            rows = self._connect().execute(
-                "SELECT task_id, label, requests FROM interactive_requests WHERE project = ?",
-                (project_key(None if project_id is None else str(project_id)),),
-            ).fetchall()
+        try:
+            with self._lock:
+                rows = self._connect().execute(
+                    "SELECT task_id, label, requests FROM interactive_requests WHERE project = ?",
+                    (project_key(None if project_id is None else str(project_id)),),
+                ).fetchall()
+        except sqlite3.Error as error:
+            log.warning("%s: cannot read the interactive request counts (%s); reporting without interactive request "
+                        "counts (move the file away and `batchlabel serve` starts a new one)", self.path, error)
+            return None
         return {(int(task), str(label)): int(count) for task, label, count in rows} or None
 
     def close(self) -> None:

@@ -144,6 +144,12 @@ def test_report_on_a_reviewed_live_project(
         "predicted": 1, "reviewed": 1, "accepted": 0, "edited": 0, "relabeled": 1, "deleted": 0, "added": 0}
     assert detector["labels"]["person"]["mean_iou"] == pytest.approx(1.0)
     assert versions[predictions["0.png"]["model_version"]]["labels"]["cat"]["accepted"] == 2
+    # every annotation started from batchlabel's prediction (parent_prediction): its time and clicks are that
+    # version's, none the detector's
+    ours = versions[predictions["0.png"]["model_version"]]["labels"]["cat"]
+    assert (ours["median_lead_time_s"], ours["requests_per_object"], ours["final_objects"]) == (10.5, 1.0, 5)
+    assert detector["labels"]["person"]["median_lead_time_s"] is None
+    assert detector["labels"]["person"]["final_objects"] == 0
     least = min(("4.png", "5.png"), key=lambda name: predictions[name]["score"])
     (uncertain,) = report["uncertain"]
     assert uncertain["task_id"] == tasks[least]["id"]
