@@ -6,7 +6,8 @@ Per image:
    :class:`~batchlabel.annotate.proposals.ProposalStore` (``<cache.dir>/proposals``); re-runs and serve's batch
    ``/predict`` read them back. The detector runs on the image file (``storage.root`` + the task's path) at its
    lowest per-label threshold.
-2. Filtering: each label's ``min_score``; then the **overlap rule**: proposals are taken by decreasing confidence and
+2. Filtering: only the project's labels (:func:`project_labelled`; a stored proposal of another label is never
+   pushed); each label's ``min_score``; then the **overlap rule**: proposals are taken by decreasing confidence and
    one whose box overlaps (IoU > ``overlap_iou``) an already kept proposal of *another* label is dropped (the more
    confident label wins; same-label overlaps are the detector's own NMS business); at most ``max_objects`` kept.
 3. Masks: a proposal without a mask (Ultralytics) becomes a box prompt to SAM's decoder on the embedding (any model
@@ -192,6 +193,18 @@ def select(detections: Sequence[Detection], detector_config: DetectorConfig) -> 
     return kept
 
 
+def project_labelled(detections: Sequence[Detection], labels: Sequence[str], image: object) -> list[Detection]:
+    """The detections whose label is one of the project's ``labels`` (only those become result items; a stored
+    proposal of another label is logged, never pushed). ``image`` names the image in the log line."""
+    known = set(labels)
+    kept = [d for d in detections if d.label in known]
+    if len(kept) < len(detections):
+        others = sorted({d.label for d in detections if d.label not in known})
+        log.info("%s: %d proposal(s) of label(s) %s the project does not have; not pushed", image,
+                 len(detections) - len(kept), [label[:60] for label in others[:10]])
+    return kept
+
+
 def _rescale(box: Sequence[float], size_from: tuple[int, int], size_to: tuple[int, int]) -> tuple[float, ...]:
     sx, sy = size_to[1] / max(size_from[1], 1), size_to[0] / max(size_from[0], 1)
     return (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
@@ -212,7 +225,8 @@ def detect_objects(config: Config, decoder: Any, embedding: ImageEmbedding, labe
 
     detector = get_detector(config, labels)
     size, detections = proposals_for(config, detector, embedding.image_sha256, image_path)
-    chosen = select(detections, _detector_config(config))
+    chosen = select(project_labelled(detections, labels, image_path or embedding.image_sha256[:12]),
+                    _detector_config(config))
     if not chosen:
         log.info("%s: no object of %s found by %s; no prediction", image_path.name if image_path else
                  embedding.image_sha256[:12], list(labels), detector.detector_id)

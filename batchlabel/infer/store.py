@@ -144,8 +144,8 @@ class EmbeddingStore:
             raise ValueError("metadata names another image or model")
         if list(features.shape) != list(meta["features_shape"]) or features.dtype != STORED_DTYPE:
             raise ValueError(f"features {features.shape} {features.dtype}, metadata says {meta['features_shape']}")
-        original_size = _size_pair(meta["original_size"], "original_size")
-        input_size = _size_pair(meta["input_size"], "input_size")
+        original_size = size_pair(meta["original_size"], "original_size")
+        input_size = size_pair(meta["input_size"], "input_size")
         if original_size[0] * original_size[1] > max_pixels:
             raise ValueError(f"original_size {original_size} is over the pixel limit {max_pixels:,}")
         _check_resized(original_size, input_size)
@@ -278,8 +278,9 @@ class EmbeddingStore:
                         pass
 
 
-def _size_pair(value: object, key: str) -> tuple[int, int]:
-    """A stored ``(height, width)``: two positive ints (not bools, not floats)."""
+def size_pair(value: object, key: str) -> tuple[int, int]:
+    """A stored ``(height, width)``: two positive ints (not bools, not floats); ``ValueError`` naming ``key`` else.
+    Also the proposal store's check of its entries' image size (``annotate/proposals.py``)."""
     if (
         not isinstance(value, list) or len(value) != 2
         or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)

@@ -112,6 +112,8 @@ def create_app(config: Config, *, model: Any = None, store: StoreLike | None = N
         log.info("backend ready model_version=%s", backend.model_version)
         yield
         fetcher.close()
+        if backend.request_counts is not None:
+            backend.request_counts.close()  # writes the queued counts
         log.info("backend stopped")
 
     app = FastAPI(title="batchlabel ML backend", version=__version__, lifespan=lifespan, docs_url=None,
