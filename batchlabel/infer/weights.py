@@ -129,7 +129,7 @@ def _offline_hint(spec: ModelSpec, target: Path, url: str | None) -> str:
     )
 
 
-class _DownloadStopped(Exception):
+class _DownloadStoppedError(Exception):
     """The download was cut short on purpose (too much data, too slow, past the deadline); the message says which."""
 
 
@@ -170,7 +170,7 @@ def _sigterm_raises() -> Iterator[None]:
 def _copy_body(response: Any, out: BinaryIO, digest: Any, *, expected: int | None, bar: Any) -> int:
     """Copy the HTTP body into ``out`` and ``digest``; return the bytes written.
 
-    Stops (:class:`_DownloadStopped`) once more than ``expected`` bytes arrived (reads at most ``expected + 1``: an
+    Stops (:class:`_DownloadStoppedError`) once more than ``expected`` bytes arrived (reads at most ``expected + 1``: an
     endless body never fills the disk), past :data:`DOWNLOAD_DEADLINE_S` seconds in all, or when the average rate
     after :data:`DOWNLOAD_RATE_GRACE_S` seconds is under :data:`DOWNLOAD_MIN_BYTES_PER_S` (a mirror that trickles).
     ``read1`` returns what one socket read brings, so these checks run at least every :data:`DOWNLOAD_TIMEOUT_S`.
@@ -188,13 +188,13 @@ def _copy_body(response: Any, out: BinaryIO, digest: Any, *, expected: int | Non
         bar.update(len(chunk))
         elapsed = time.monotonic() - started
         if expected is not None and written > expected:
-            raise _DownloadStopped(f"the server sent more than the expected {expected} bytes (stopped reading at "
+            raise _DownloadStoppedError(f"the server sent more than the expected {expected} bytes (stopped reading at "
                                    f"{written})")
         if elapsed > DOWNLOAD_DEADLINE_S:
-            raise _DownloadStopped(f"not finished within the {DOWNLOAD_DEADLINE_S:g} s deadline ({written} bytes "
+            raise _DownloadStoppedError(f"not finished within the {DOWNLOAD_DEADLINE_S:g} s deadline ({written} bytes "
                                    "received)")
         if elapsed > DOWNLOAD_RATE_GRACE_S and written / elapsed < DOWNLOAD_MIN_BYTES_PER_S:
-            raise _DownloadStopped(f"too slow: {written} bytes in {elapsed:.0f} s, under the minimum "
+            raise _DownloadStoppedError(f"too slow: {written} bytes in {elapsed:.0f} s, under the minimum "
                                    f"{DOWNLOAD_MIN_BYTES_PER_S} bytes/s")
 
 
@@ -233,7 +233,7 @@ def _download(url: str, spec: ModelSpec, target: Path) -> None:
                         disable=not sys.stderr.isatty(),
                     ) as bar:
                         written = _copy_body(response, out, digest, expected=spec.size_bytes, bar=bar)
-            except _DownloadStopped as stopped:
+            except _DownloadStoppedError as stopped:
                 raise WeightsUnavailableError(
                     f"download of {url} stopped: {stopped}; the partial file was deleted; "
                     f"{_offline_hint(spec, target, url)}"
