@@ -210,7 +210,7 @@ def connect(address: str | None) -> Any:
     if ray.is_initialized():
         return ray
     if address not in (None, LOCAL_ADDRESS):
-        _probe_head(address)
+        _probe_head(address)  # seconds, where ray.init would retry for minutes
     try:
         # log_to_driver off: actors' and raylets' lines would land on this process's stdout (the JSON report);
         # they stay in the cluster's session logs, and a failing actor still raises here.

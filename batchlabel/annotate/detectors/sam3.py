@@ -80,6 +80,9 @@ class Sam3Detector:
 
     def __init__(self, model: str, queries: Mapping[str, tuple[str, ...]], *, device: str = "cpu",
                  max_objects: int = 100) -> None:
+        verify_local_folder(model)
+        local = Path(model)
+        folder = local if local.exists() else _hub_folder(model)  # before transformers' import: offline in seconds
         try:
             import torch
             from transformers import Sam3Model, Sam3Processor
@@ -87,9 +90,6 @@ class Sam3Detector:
             raise DetectorUnavailableError(
                 f"preannotate.detector.kind: sam3 needs transformers >= 5 with Sam3Model ({error})"
             ) from None
-        verify_local_folder(model)
-        local = Path(model)
-        folder = local if local.exists() else _hub_folder(model)
         try:
             self._processor = Sam3Processor.from_pretrained(folder)
             self._model = Sam3Model.from_pretrained(folder)
