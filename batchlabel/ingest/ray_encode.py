@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 #: Object store of a Ray that ``--ray`` with no address starts in this process (rows are small: paths, hashes).
 LOCAL_OBJECT_STORE_BYTES = 256 * (1 << 20)
 LOCAL_ADDRESS = "local"
+#: Seconds a cluster's head port gets to accept one TCP connection before ``ray.init`` is even tried.
+RAY_PROBE_TIMEOUT_S = 5.0
 
 
 class RayUnavailableError(RuntimeError):
@@ -207,6 +209,8 @@ def connect(address: str | None) -> Any:
         ) from None
     if ray.is_initialized():
         return ray
+    if address not in (None, LOCAL_ADDRESS):
+        _probe_head(address)  # seconds, where ray.init would retry for minutes
     try:
         # log_to_driver off: actors' and raylets' lines would land on this process's stdout (the JSON report);
         # they stay in the cluster's session logs, and a failing actor still raises here.
@@ -218,6 +222,34 @@ def connect(address: str | None) -> Any:
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise RayUnavailableError(f"cannot join the Ray cluster at {address}: {error}") from None
     return ray
+
+
+def _head_host_port(address: str) -> tuple[str, int] | None:
+    """``HOST:PORT`` / ``ray://HOST:PORT`` -> (host, port); None for ``auto`` or anything else Ray resolves itself."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    host = host.strip("[]")  # [::1]:6379
+    return (host, int(port)) if host and port.isdigit() and 0 < int(port) < 65536 else None
+
+
+def _probe_head(address: str, *, timeout_s: float = RAY_PROBE_TIMEOUT_S) -> None:
+    """One TCP connection to the head's port before ``ray.init``: nothing listening is a clear error within
+    ``timeout_s`` (``ray.init`` itself retries the GCS for ~165 s without a word).
+
+    Raises:
+        RayUnavailableError: naming the address and the socket error.
+    """
+    target = _head_host_port(address)
+    if target is None:
+        return
+    try:
+        with socket.create_connection(target, timeout=timeout_s):
+            pass
+    except OSError as error:
+        reason = "timed out" if isinstance(error, TimeoutError) else (error.strerror or str(error))
+        raise RayUnavailableError(
+            f"cannot join the Ray cluster at {address}: nothing answers on {target[0]}:{target[1]} ({reason}; "
+            f"{timeout_s:g} s probe); start the head there (`ray start --head --port {target[1]}`) or fix --ray"
+        ) from None
 
 
 def actor_layout(ray: Any, config: Config, actors: int | None) -> tuple[int, float, str]:

@@ -6,7 +6,11 @@ batchlabel only starts its ``label-studio`` executable and talks to it over HTTP
 Facts this relies on (see ``shared/docs/label-studio.md``):
 - a first start on a new data dir migrates the database (30-50 s); starting from a copy of an initialised data dir
   takes about 6 s and keeps users and tokens (the Django secret key lives in ``<data_dir>/.env``);
-- if the port is busy Label Studio silently moves to the next one, so the log line naming the port is checked;
+- if the port is busy Label Studio silently moves to the next one, so the log line naming the port is read (and a
+  configured port another program holds is replaced by a free one before the start);
+- it runs in its own session, so it outlives a batchlabel killed with SIGKILL: ``PID_FILE`` in the data dir (pid,
+  owner pid, port, command without secrets) lets the next start find it, check ``/proc/<pid>/cmdline`` names this
+  data dir, and stop it;
 - legacy token auth must be enabled at the first start; ``USE_DEFAULT_BANNED_SUBNETS=false`` lets it call an ML
   backend on 127.0.0.1; analytics and version checks are turned off so nothing goes out at start.
 """
@@ -44,6 +48,9 @@ DEFAULT_START_TIMEOUT_S = 180.0  # a first start migrates for up to ~50 s on 2 c
 STOP_TIMEOUT_S = 15.0
 HEALTH_POLL_S = 0.25
 CREDENTIALS_FILE = "batchlabel-credentials.json"
+#: In the data dir while batchlabel runs its Label Studio: {"pid", "owner_pid", "port", "command"} (see
+#: :meth:`EmbeddedLabelStudio._take_over_earlier_server`).
+PID_FILE = "batchlabel-label-studio.pid.json"
 _READY_LINE = re.compile(r"Starting development server at http://[^:]+:(\d+)/")
 
 
@@ -56,6 +63,41 @@ def find_free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Nothing listens on ``host:port`` (a bind with ``SO_REUSEADDR`` succeeds, as Label Studio's own bind would:
+    connections of a server stopped a moment ago in TIME_WAIT do not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _process_alive(pid: int) -> bool:
+    """``pid`` runs (a zombie nobody reaped yet does not: a container's init may never reap an orphan)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    with contextlib.suppress(OSError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2] != "Z"
+    return True
+
+
+def _command_line(pid: int) -> list[str] | None:
+    """``pid``'s arguments from ``/proc`` (None: gone, or no ``/proc`` on this system)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
 
 
 def default_venv() -> Path:
@@ -180,11 +222,80 @@ class EmbeddedLabelStudio:
         )
         return env
 
+    @property
+    def pid_path(self) -> Path:
+        return self.data_dir / PID_FILE
+
+    def _serves_this_data_dir(self, pid: int) -> bool:
+        """``pid`` is a Label Studio started on this data dir (its command line says ``--data-dir <data_dir>``)."""
+        args = _command_line(pid)
+        if not args or not any(Path(arg).name == "label-studio" for arg in args):
+            return False
+        pairs = zip(args, args[1:], strict=False)
+        return any(flag == "--data-dir" and value == str(self.data_dir) for flag, value in pairs)
+
+    def _take_over_earlier_server(self) -> None:
+        """Stop the Label Studio an earlier batchlabel left running on this data dir, found by :data:`PID_FILE`.
+
+        ``batchlabel up`` killed with SIGKILL (OOM, a closed terminal) cannot stop its server, which runs in its own
+        session; it kept the port, and the next start moved to another one. The file's pid is trusted only when its
+        ``/proc`` command line is Label Studio on this data dir (a reused pid is never signalled); a stale file is
+        removed.
+
+        Raises:
+            LabelStudioStartError: that server belongs to a batchlabel process still running (two ``up`` on one data
+                dir): the message names both pids.
+        """
+        try:
+            recorded = json.loads(self.pid_path.read_text(encoding="utf-8"))
+            pid, owner, port = int(recorded["pid"]), int(recorded["owner_pid"]), int(recorded["port"])
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            log.warning("%s: unreadable (%s); removed", self.pid_path, error)
+            self.pid_path.unlink(missing_ok=True)
+            return
+        if not self._serves_this_data_dir(pid):
+            log.info("%s: pid %d is no longer Label Studio on %s; removed", self.pid_path, pid, self.data_dir)
+            self.pid_path.unlink(missing_ok=True)
+            return
+        if owner != os.getpid() and _process_alive(owner):
+            raise LabelStudioStartError(
+                f"the Label Studio of {self.data_dir} (pid {pid}, port {port}) belongs to batchlabel process {owner}, "
+                "which is still running: stop that one first (Ctrl-C), or use another cache.dir"
+            )
+        log.warning("stopping Label Studio pid %d on port %d, left running by an earlier batchlabel (pid %d) that "
+                    "did not stop it", pid, port, owner)
+        _stop_process_group(pid, port)
+        self.pid_path.unlink(missing_ok=True)
+
+    def _write_pid_file(self, process: subprocess.Popen[bytes], port: int, command: list[str]) -> None:
+        shown = [arg for arg in command if not arg.startswith(("--password=", "--user-token="))]
+        tmp = self.pid_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": process.pid, "owner_pid": os.getpid(), "port": port, "command": shown}))
+        os.replace(tmp, self.pid_path)
+
+    def _port_to_use(self) -> int:
+        """The configured port, or a free one when none is configured or another program holds it (warned)."""
+        if self.port is None:
+            return find_free_port()
+        if port_is_free(self.port):
+            return self.port
+        port = find_free_port()
+        log.warning("port %d is taken by another program; Label Studio starts on port %d instead "
+                    "(label_studio.embedded.port sets it)", self.port, port)
+        return port
+
     def start(self) -> None:
-        """Start the server and wait until ``/health/`` answers UP. Idempotent while running."""
+        """Start the server and wait until ``/health/`` answers UP. Idempotent while running.
+
+        A server an earlier batchlabel left running on this data dir is stopped first; a configured port another
+        program holds is replaced by a free one (:attr:`url` says which).
+        """
         if self.running:
             return
         executable = label_studio_executable(self.venv)
+        self._take_over_earlier_server()
         self.document_root.mkdir(parents=True, exist_ok=True)
         first_start = not (self.data_dir / "label_studio.sqlite3").exists()
         if first_start and self.template_dir is not None and (self.template_dir / "label_studio.sqlite3").exists():
@@ -195,7 +306,7 @@ class EmbeddedLabelStudio:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not (self.data_dir / CREDENTIALS_FILE).exists():
             self.credentials.save(self.data_dir / CREDENTIALS_FILE)
-        port = self.port or find_free_port()
+        port = self._port_to_use()
         command = [
             str(executable), "start", "--no-browser", "--internal-host", "127.0.0.1", "-p", str(port),
             "--data-dir", str(self.data_dir), f"--username={self.credentials.username}",
@@ -213,6 +324,7 @@ class EmbeddedLabelStudio:
             )
         finally:
             log_handle.close()
+        self._write_pid_file(self._process, port, command)
         self._bound_port = self._wait_until_healthy(port, log_offset=log_offset)
 
     def _read_bound_port(self, log_offset: int) -> int | None:
@@ -234,11 +346,9 @@ class EmbeddedLabelStudio:
                 raise LabelStudioStartError(f"Label Studio exited with code {code} during start; see {self.log_path}")
             if bound is None:
                 bound = self._read_bound_port(log_offset)
-                if bound is not None and bound != port:
-                    self.stop()
-                    raise LabelStudioStartError(
-                        f"port {port} was busy and Label Studio moved to {bound}; pick a free port"
-                    )
+                if bound is not None and bound != port:  # taken between our check and its bind: it moved on
+                    log.warning("port %d was taken meanwhile; Label Studio moved to port %d", port, bound)
+                    self._write_pid_file(self._process, bound, self._process.args)  # type: ignore[arg-type]
             if bound is not None:
                 with contextlib.suppress(httpx.HTTPError):
                     response = httpx.get(f"http://127.0.0.1:{bound}/health/", timeout=2.0)
@@ -255,17 +365,19 @@ class EmbeddedLabelStudio:
         """Stop the server (SIGTERM to its process group, SIGKILL after a grace period). Idempotent."""
         process, self._process = self._process, None
         self._bound_port = None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
+        if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=STOP_TIMEOUT_S)
-        log.info("Label Studio stopped")
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=STOP_TIMEOUT_S)
+            log.info("Label Studio stopped")
+        self.pid_path.unlink(missing_ok=True)
 
     def __enter__(self) -> EmbeddedLabelStudio:
         self.start()
@@ -273,6 +385,23 @@ class EmbeddedLabelStudio:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _stop_process_group(pid: int, port: int) -> None:
+    """SIGTERM to the process group ``pid`` leads (a Label Studio started in its own session), SIGKILL after
+    :data:`STOP_TIMEOUT_S`; returns once ``pid`` is gone and ``port`` is free (the group's other processes may hold
+    the listening socket a moment longer). For a server this process did not start (no ``Popen``)."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signum)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)  # reap it when it is our child
+            if not _process_alive(pid) and port_is_free(port):
+                return
+            time.sleep(HEALTH_POLL_S)
+    raise LabelStudioStartError(f"Label Studio pid {pid} (port {port}) did not stop after SIGKILL")
 
 
 TEMPLATE_CREDENTIALS = Credentials(

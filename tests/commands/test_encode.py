@@ -68,3 +68,38 @@ def test_encode_command_reports_failures_and_reuses_the_store(tmp_path: Path, ca
     (zoo.root / "notes.jpg").unlink()
     (zoo.root / "truncated.jpg").unlink()
     assert main(["encode", str(config_path)]) == 0
+
+
+def test_encode_names_a_checkpoint_that_is_not_one_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Item 12 of issue 21: model.checkpoint pointing at random bytes ended encode in a traceback."""
+    root = tmp_path / "root"
+    root.mkdir()
+    bogus = tmp_path / "bogus.pth"
+    bogus.write_bytes(bytes(range(256)) * 20)
+    config_path = _config(tmp_path, root)
+    raw = yaml.safe_load(config_path.read_text())
+    raw["model"]["checkpoint"] = str(bogus)
+    config_path.write_text(yaml.safe_dump(raw))
+    assert main(["encode", str(config_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bogus}: model.checkpoint is not a readable PyTorch checkpoint" in err and "Traceback" not in err
+
+
+def test_encode_ray_at_a_closed_port_exits_2_naming_the_address(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Item 10 of issue 21: `--ray 127.0.0.1:<port nobody listens on>` was 165 s of silent Ray retries; the head's port
+    is probed first (a real closed loopback port here)."""
+    import socket
+
+    pytest.importorskip("ray", reason="the optional Ray extra is not installed")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"  # closed again when the block ends: nothing listens there
+    root = tmp_path / "root"
+    root.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (32, 24), (200, 30, 30)).save(root / "red.png")  # with no image, Ray is never joined
+    assert main(["encode", str(_config(tmp_path, root)), "--ray", address]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot join the Ray cluster at {address}: nothing answers on {address}" in err
+    assert "ray start --head" in err

@@ -87,3 +87,45 @@ def test_sam_vit_b_random_weights_have_the_official_checkpoint_keys(tmp_path: Pa
     assert reloaded.model_id.startswith("sam_vit_b@") and reloaded.model_id != "sam_vit_b@random"
     key = "mask_decoder.iou_token.weight"
     assert torch.equal(reloaded.sam.state_dict()[key], state[key])
+
+
+def _not_checkpoints(folder: Path) -> dict[str, Path]:
+    """Files a user may point model.checkpoint at by mistake: random bytes, text, a zip that is not torch's, a
+    pickle of a list (torch's format, no state dict)."""
+    import zipfile
+
+    files = {"random": folder / "random.pt", "text": folder / "notes.pt", "zip": folder / "archive.pt",
+             "list": folder / "list.pt"}
+    files["random"].write_bytes(np.random.default_rng(0).bytes(5000))
+    files["text"].write_text("hello, this is not a checkpoint\n")
+    with zipfile.ZipFile(files["zip"], "w") as archive:
+        archive.writestr("readme.txt", "no tensors")
+    torch.save([1, 2, 3], files["list"])
+    return files
+
+
+def test_a_file_that_is_not_a_checkpoint_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """Item 12 of issue 21: random bytes gave an IndexError / KeyError / UnpicklingError traceback out of torch's
+    unpickler. Every such file is a WeightsUnavailableError naming it, from load_model and from the check's
+    verify_checkpoint_file alike."""
+    from batchlabel.infer.models import verify_checkpoint_file
+
+    for kind, path in _not_checkpoints(tmp_path).items():
+        with pytest.raises(WeightsUnavailableError) as loading:
+            load_model(ModelConfig(name="litemedsam", checkpoint=str(path)))
+        with pytest.raises(WeightsUnavailableError) as verifying:
+            verify_checkpoint_file(MODEL_SPECS["litemedsam"], path)
+        for message in (str(loading.value), str(verifying.value)):
+            assert message.startswith(f"{path}: model.checkpoint"), (kind, message)
+            assert "weights_only` set to `False`" not in message  # never torch's advice to unpickle unsafely
+
+
+def test_verify_checkpoint_file_checks_keys_and_shapes_without_loading() -> None:
+    """The real LiteMedSAM file passes; the same file for MobileSAM (another TinyViT) does not fit."""
+    from batchlabel.infer.models import verify_checkpoint_file
+    from batchlabel.infer.weights import resolve_checkpoint
+
+    real = resolve_checkpoint(MODEL_SPECS["litemedsam"], "auto", weights_dir=None)
+    verify_checkpoint_file(MODEL_SPECS["litemedsam"], real)
+    with pytest.raises(WeightsUnavailableError, match=f"{real}: checkpoint does not fit the model"):
+        verify_checkpoint_file(MODEL_SPECS["mobile_sam"], real)

@@ -3,7 +3,8 @@
 Each label's prompts are text queries ("promptable concept segmentation"): SAM 3 returns every instance's mask, box
 and score. The image's vision features are computed once and shared by all prompts of that image. ``model`` is a
 local directory written by ``save_pretrained`` (a downloaded ``facebook/sam3`` is one) or a hub id (gated, SAM
-License; read from the local Hugging Face cache when offline). On a CPU it takes ~40 s per image (full-size model):
+License; downloaded once into the Hugging Face cache and read from there with no network; offline and not cached, an
+error with the offline hint in seconds). On a CPU it takes ~40 s per image (full-size model):
 the progress output says so. Its per-image features (54-118 MiB) are not kept; its proposals are.
 """
 
@@ -23,12 +24,46 @@ log = logging.getLogger(__name__)
 #: Measured on 2 CPU cores for the full-size model (``/work/shared/docs/model-families.md``): vision 39 s + text 8 s.
 FULL_SIZE_CPU_S = 40.0
 MASK_THRESHOLD = 0.5
+LOCAL_HINT = ("set preannotate.detector.model to a local SAM 3 folder (config.json, weights and tokenizer files, as "
+              "save_pretrained writes them)")
 
 
-def _weights_digest(model: str) -> str:
-    folder = Path(model)
+def _weights_digest(folder: Path) -> str:
     weights = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
     return file_digest(str(weights[0])) if weights else "hub"
+
+
+def is_local(model: str) -> bool:
+    """``preannotate.detector.model`` names a local folder (an existing path, or one written as a path), not a hub
+    id."""
+    return model.startswith(("/", ".", "~")) or Path(model).exists()
+
+
+def verify_local_folder(model: str) -> None:
+    """A local ``model`` must be a SAM 3 folder (``config.json`` beside the weights); a hub id passes.
+
+    Raises:
+        DetectorUnavailableError: naming the path.
+    """
+    if is_local(model) and not (Path(model) / "config.json").is_file():
+        raise DetectorUnavailableError(
+            f"{model}: preannotate.detector.model is not a SAM 3 model directory (expected config.json and "
+            "weights written by save_pretrained, e.g. a downloaded facebook/sam3)"
+        )
+
+
+def _hub_folder(hub_id: str) -> Path:
+    """The local snapshot of hub id ``hub_id`` (the hub's default cache; downloaded once). Offline and not cached:
+    :class:`DetectorUnavailableError` with the offline hint within seconds (never the hub client's minutes of
+    retries that ``from_pretrained(hub_id)`` makes)."""
+    from batchlabel.infer.families.hub import fetch_hub_snapshot
+    from batchlabel.infer.weights import WeightsUnavailableError
+
+    try:
+        return fetch_hub_snapshot("preannotate.detector.model", hub_id, cache_dir=None, endpoint=None,
+                                  local_hint=LOCAL_HINT)
+    except WeightsUnavailableError as error:
+        raise DetectorUnavailableError(str(error)) from None
 
 
 class Sam3Detector:
@@ -45,6 +80,9 @@ class Sam3Detector:
 
     def __init__(self, model: str, queries: Mapping[str, tuple[str, ...]], *, device: str = "cpu",
                  max_objects: int = 100) -> None:
+        verify_local_folder(model)
+        local = Path(model)
+        folder = local if local.exists() else _hub_folder(model)  # before transformers' import: offline in seconds
         try:
             import torch
             from transformers import Sam3Model, Sam3Processor
@@ -52,15 +90,9 @@ class Sam3Detector:
             raise DetectorUnavailableError(
                 f"preannotate.detector.kind: sam3 needs transformers >= 5 with Sam3Model ({error})"
             ) from None
-        local = Path(model)
-        if (model.startswith(("/", ".", "~")) or local.exists()) and not (local / "config.json").is_file():
-            raise DetectorUnavailableError(
-                f"{model}: preannotate.detector.model is not a SAM 3 model directory (expected config.json and "
-                "weights written by save_pretrained, e.g. a downloaded facebook/sam3)"
-            )
         try:
-            self._processor = Sam3Processor.from_pretrained(model)
-            self._model = Sam3Model.from_pretrained(model)
+            self._processor = Sam3Processor.from_pretrained(folder)
+            self._model = Sam3Model.from_pretrained(folder)
             self._model.to(torch.device(device)).eval()  # type: ignore[arg-type]  # transformers types .to oddly
         except (OSError, ValueError) as error:
             raise DetectorUnavailableError(
@@ -78,7 +110,7 @@ class Sam3Detector:
                 self._prompt_tokens.append(
                     (label, text["input_ids"].to(device), text["attention_mask"].to(device))
                 )
-        self.detector_id = f"sam3:{local.name or model}@{_weights_digest(model)}"
+        self.detector_id = f"sam3:{local.name or model}@{_weights_digest(folder)}"
         params = sum(p.numel() for p in self._model.parameters())
         self.slow_on_cpu_s = FULL_SIZE_CPU_S * min(1.0, params / 840e6) if device == "cpu" else 0.0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,33 @@ def _import_yolo(settings_dir: Path) -> Any:
     return YOLO
 
 
+def verify_checkpoint_file(checkpoint: Path) -> None:
+    """``checkpoint`` exists and is a PyTorch archive (a zip holding ``data.pkl``, what ``torch.save`` writes and
+    Ultralytics' ``.pt`` files are); cheap: nothing is unpickled, Ultralytics is not imported.
+
+    Raises:
+        DetectorUnavailableError: naming the file and what it is instead.
+    """
+    if not checkpoint.is_file():
+        what = "a folder" if checkpoint.is_dir() else "file not found"
+        raise DetectorUnavailableError(
+            f"{checkpoint}: preannotate.detector.model {what} (expected an Ultralytics .pt checkpoint, e.g. yolo11n.pt)"
+        )
+    try:
+        with zipfile.ZipFile(checkpoint) as archive:
+            pickled = any(name == "data.pkl" or name.endswith("/data.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError) as error:
+        raise DetectorUnavailableError(
+            f"{checkpoint}: preannotate.detector.model is not a PyTorch checkpoint ({error}); expected an Ultralytics "
+            ".pt file, e.g. yolo11n.pt"
+        ) from None
+    if not pickled:
+        raise DetectorUnavailableError(
+            f"{checkpoint}: preannotate.detector.model is a zip archive but not a PyTorch checkpoint (no data.pkl); "
+            "expected an Ultralytics .pt file, e.g. yolo11n.pt"
+        )
+
+
 class UltralyticsDetector:
     """A YOLO/RT-DETR checkpoint; ``queries`` map labels to its class names (``model.names``).
 
@@ -73,11 +101,7 @@ class UltralyticsDetector:
 
     def __init__(self, checkpoint: Path, queries: Mapping[str, tuple[str, ...]], *, settings_dir: Path,
                  device: str = "cpu", max_objects: int = 100) -> None:
-        if not checkpoint.is_file():
-            raise DetectorUnavailableError(
-                f"{checkpoint}: preannotate.detector.model file not found (expected an Ultralytics .pt checkpoint, "
-                "e.g. yolo11n.pt)"
-            )
+        verify_checkpoint_file(checkpoint)
         yolo = _import_yolo(settings_dir)
         try:
             self._model = yolo(str(checkpoint), task="detect")

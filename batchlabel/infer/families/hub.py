@@ -74,22 +74,93 @@ def resolve_hf_folder(
 
 
 def _download(model_name: str, hub_id: str, *, weights_dir: Path | None, endpoint: str | None) -> Path:
+    folder = fetch_hub_snapshot(f"{model_name} weights", hub_id, cache_dir=hub_cache_dir(weights_dir),
+                                endpoint=endpoint, allow_patterns=_DOWNLOAD_PATTERNS,
+                                local_hint="set model.checkpoint to a local folder holding the model's config.json "
+                                           "and model.safetensors")
+    weights_file(folder)
+    return folder
+
+
+#: Seconds the hub endpoint gets to answer one probe request before a download (connect + read): a closed port or a
+#: black-holed address is a clear offline error within this, instead of the hub client's retries (minutes).
+HUB_PROBE_TIMEOUT_S = 10.0
+
+
+def hub_endpoint(endpoint: str | None) -> str:
+    """The endpoint downloads use: ``endpoint``, else ``huggingface_hub``'s (``HF_ENDPOINT`` or huggingface.co)."""
+    from huggingface_hub import constants
+
+    return (endpoint or constants.ENDPOINT).rstrip("/")
+
+
+def cached_hub_snapshot(hub_id: str, *, cache_dir: Path | None) -> Path | None:
+    """The folder of ``hub_id``'s snapshot already in ``cache_dir`` (``None``: the hub's default cache), else None.
+    Touches no network."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(hub_id, cache_dir=cache_dir, local_files_only=True))
+    except (OSError, ValueError):  # LocalEntryNotFoundError is an OSError
+        return None
+
+
+def probe_hub(hub_id: str, *, endpoint: str | None, timeout_s: float = HUB_PROBE_TIMEOUT_S) -> str | None:
+    """One GET of ``<endpoint>/api/models/<hub_id>`` within ``timeout_s``: None when the endpoint answers (any HTTP
+    status: a gated repository answers 401 and the download handles that), else the reason it could not be reached."""
+    import httpx
+
+    url = f"{hub_endpoint(endpoint)}/api/models/{hub_id}"
+    try:
+        with httpx.Client(timeout=timeout_s) as client:
+            client.get(url)
+    except httpx.HTTPError as exc:
+        return f"{url} unreachable ({exc.__class__.__name__}: {exc})".replace(" ()", "")
+    return None
+
+
+def offline_hint(hub_id: str, *, cache_dir: Path | None, local_hint: str) -> str:
+    """What to do without the hub: the download command for a connected machine, or a local folder."""
+    cache_option = f" --cache-dir {cache_dir}" if cache_dir is not None else ""
+    return (f"on a machine with internet access run `huggingface-cli download {hub_id}{cache_option}` and copy that "
+            f"folder here, or {local_hint}")
+
+
+def fetch_hub_snapshot(what: str, hub_id: str, *, cache_dir: Path | None, endpoint: str | None,
+                       allow_patterns: list[str] | None = None, local_hint: str) -> Path:
+    """The local folder of hub repository ``hub_id``: the snapshot in ``cache_dir`` (``None``: the hub's default
+    cache) when it is there, read with no network; else downloaded once.
+
+    Before a download the endpoint is probed (:func:`probe_hub`, :data:`HUB_PROBE_TIMEOUT_S`): offline, this fails
+    in seconds with the offline hint instead of the hub client's retries (transformers' ``from_pretrained`` on a hub
+    id retried each request for ~23 s, 150 s in all; a black-holed endpoint held ``snapshot_download`` 140 s). So
+    callers load the returned folder, never the hub id.
+
+    Args:
+        what: names the thing for the message (``"SAM 2.1 weights"``, ``"preannotate.detector.model"``).
+        local_hint: the setting that takes a local folder instead, for the message.
+
+    Raises:
+        WeightsUnavailableError: the hub cannot be reached (or refused) and nothing is cached; the message holds
+            :func:`offline_hint`.
+    """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError
 
-    cache = hub_cache_dir(weights_dir)
+    cached = cached_hub_snapshot(hub_id, cache_dir=cache_dir)
+    if cached is not None:
+        return cached
     source = endpoint or "the Hugging Face hub"
-    log.info("%s: fetching %s from %s into %s (cached after the first download)", model_name, hub_id, source, cache)
+    hint = offline_hint(hub_id, cache_dir=cache_dir, local_hint=local_hint)
+    unreachable = probe_hub(hub_id, endpoint=endpoint)
+    if unreachable is not None:
+        raise WeightsUnavailableError(f"cannot download {what} {hub_id} from {source}: {unreachable}; {hint}")
+    where = f" into {cache_dir}" if cache_dir is not None else ""
+    log.info("%s: fetching %s from %s%s (cached after the first download)", what, hub_id, source, where)
     try:
-        folder = Path(
-            snapshot_download(hub_id, cache_dir=cache, endpoint=endpoint, allow_patterns=_DOWNLOAD_PATTERNS)
-        )
-    except (OSError, HfHubHTTPError) as exc:
+        return Path(snapshot_download(hub_id, cache_dir=cache_dir, endpoint=endpoint, allow_patterns=allow_patterns))
+    except Exception as exc:  # the hub client's transport errors (httpx2), HfHubHTTPError, OSError: all "offline"
+        if not isinstance(exc, (OSError, HfHubHTTPError)) and "httpx" not in type(exc).__module__:
+            raise
         reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise WeightsUnavailableError(
-            f"cannot download {model_name} weights {hub_id} from {source}: {reason}; on a machine with internet "
-            f"access run `huggingface-cli download {hub_id} --cache-dir {cache}` and copy that folder here, or "
-            "set model.checkpoint to a local folder holding the model's config.json and model.safetensors"
-        ) from None
-    weights_file(folder)
-    return folder
+        raise WeightsUnavailableError(f"cannot download {what} {hub_id} from {source}: {reason}; {hint}") from None
