@@ -9,7 +9,15 @@
   SIGTERM, finishes the batch in flight (queued files stay journaled for the next start) and exits 0. One log line
   per pushed batch and a summary every ``S`` seconds.
 - ``status CONFIG [--json]``: counts per stage, failures with reasons (transient or permanent, and when a transient
-  one is retried), embedding-store size, Label Studio reachability.
+  one is retried), deleted files whose task is kept, annotated files overwritten with new content, the writer lock's
+  holder, embedding-store size, Label Studio reachability.
+
+One writer per cache folder (:mod:`batchlabel.ingest.writer_lock`), held for the command's life: ``run`` finding a
+``watch``/``up`` holding it leaves the files to that daemon and exits 0 (a cron job next to the daemon pages no one);
+finding a ``run``/``encode``/``train`` it waits up to ``--lock-wait-s`` seconds (default 300), naming the holder, and
+exits 1 if it is still held (the pass did not happen; the files wait for the next run). ``watch`` waits for a
+run/encode/train to end; another daemon holding it is a usage error (exit 2). Moved, deleted and overwritten files:
+:mod:`batchlabel.ingest.missing` (``run --prune-missing`` deletes the tasks of deleted files that hold no annotation).
 
 Embedded Label Studio (``label_studio.url: null``): ``batchlabel up`` calls :func:`watch` with the running server's
 URL and key (and its loaded model); without them, ``run``/``watch`` start the embedded server themselves
