@@ -47,7 +47,7 @@ def _popen(*args: str, **kwargs) -> subprocess.Popen:
 
 def test_two_runs_at_once_give_one_task_and_one_prediction_per_file(label_studio, make_config, tmp_path):
     config = make_config(preannotate=BOXES, model={"batch_size": 2})
-    names = [f"img{i}.png" for i in range(5)]
+    names = [f"img{i}.png" for i in range(3)]
     _write_images(config.storage.root, names)
     cfg = write_yaml_config(config, tmp_path / "cfg.yaml")
 
@@ -59,7 +59,7 @@ def test_two_runs_at_once_give_one_task_and_one_prediction_per_file(label_studio
     pids = {str(run.pid) for run in runs}
     assert any(f"(pid {pid}" in waited[0] for pid in pids)
     reports = [json.loads(out) for out, _ in outputs]
-    assert sorted(r["pushed"] for r in reports) == [0, 5]  # the second found everything done
+    assert sorted(r["pushed"] for r in reports) == [0, 3]  # the second found everything done
     _assert_once_each(label_studio.client, config.label_studio.project, names)
 
 

@@ -1,19 +1,18 @@
 """Issue 21, behaviour 3: a file deleted between its encode and its prediction (mode ``detect`` reads the image again
 to detect) is dropped from the journal, not journaled as a permanent "predict failed" that makes every later ``run``
 exit 1. The real stages in-process (to delete at exactly that moment), real LiteMedSAM, real yolo11n, the session's
-Label Studio; then the real ``run`` CLI."""
+Label Studio."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 from pathlib import Path
 
 import pytest
 
-from tests.ingest.ingest_helpers import project_tasks, run_cli, sample_images, write_png, write_yaml_config
+from tests.ingest.ingest_helpers import sample_images, write_png
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 
@@ -33,7 +32,7 @@ def yolo11n() -> Path:
 
 
 def test_a_file_deleted_between_encode_and_predict_is_dropped_not_failed(
-        label_studio, make_config, yolo11n, tmp_path, caplog):
+        label_studio, make_config, yolo11n, caplog):
     from batchlabel.annotate.preannotate import model_version_for
     from batchlabel.infer.engine import build_engine
     from batchlabel.ingest.discovery import StableFile
@@ -63,11 +62,6 @@ def test_a_file_deleted_between_encode_and_predict_is_dropped_not_failed(
         pushes = list(stage.process([item for item in items if item is not None]))
     assert [push.rel_path for push in pushes] == ["kept.png"]
     assert journal.get("gone.png") is None and state.counters.failed == []
+    assert journal.failures() == []  # what made every later run exit 1 until --retry-failed
     assert "gone.png: deleted before its task was pushed; dropped from the journal" in caplog.text
     journal.close()
-
-    run = run_cli("run", str(write_yaml_config(config, tmp_path / "cfg.yaml")), "--json")
-    assert run.returncode == 0, run.stderr[-2000:]  # nothing failed: no exit 1 until --retry-failed
-    assert json.loads(run.stdout)["failures"] == []
-    assert [t["data"]["image"] for t in project_tasks(label_studio.client, config.label_studio.project)] == [
-        "/data/local-files/?d=kept.png"]
