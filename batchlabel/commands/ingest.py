@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
     from batchlabel.infer.engine import Engine
     from batchlabel.ingest.journal import Journal
+    from batchlabel.ingest.missing import MissingFiles
     from batchlabel.ingest.pipeline import Pipeline
     from batchlabel.ingest.ray_encode import PredictionSpool
     from batchlabel.ingest.sink import LabelStudioSink
@@ -59,6 +60,8 @@ EXIT_OK, EXIT_FAILURES, EXIT_CONFIG = 0, 1, 2
 RUN_UNAVAILABLE_LIMIT_S = 600.0
 POLL_S = 0.05
 RETRY_CHECK_S = 5.0  # how often watch looks for transient failures due for a retry
+#: How often (seconds) watch looks for deleted files that keep a task (one stat per task; moves done as copy+delete).
+MISSING_CHECK_S = 600.0
 #: ``run`` waits this long (seconds; ``--lock-wait-s``) for another run/encode/train writing the same cache folder.
 RUN_LOCK_WAIT_S = 300.0
 
@@ -196,6 +199,20 @@ def _initial_scan(session: _Session, config: Config) -> int:
     return count
 
 
+def _reconcile_missing(session: _Session, config: Config, *, prune: bool, log_kept: bool = True) -> MissingFiles:
+    """:func:`~batchlabel.ingest.missing.reconcile_missing`; Label Studio unreachable or refusing is a warning (the
+    deleted files are looked at again by the next pass), never the end of the run's report."""
+    from batchlabel.ingest.missing import MissingFiles, reconcile_missing
+    from batchlabel.sync.client import LabelStudioError, LabelStudioUnavailableError
+
+    try:
+        return reconcile_missing(config, session.journal, session.sink, prune=prune, log_kept=log_kept)
+    except (LabelStudioError, LabelStudioUnavailableError) as error:
+        log.warning("deleted and moved files not reconciled with Label Studio this time (%s); the next pass tries "
+                    "again", error)
+        return MissingFiles()
+
+
 def _observe_due_retries(session: _Session, config: Config) -> None:
     """Hand transient failures whose back-off has passed to the stability tracker again (``watch``; ``run``'s scan
     sees every file anyway)."""
@@ -297,8 +314,6 @@ def _report_busy(config: Config, args: argparse.Namespace, busy: WriterLockBusyE
 
 def _run_pass(config: Config, args: argparse.Namespace) -> int:
     """The pass itself (the caller holds the writer lock)."""
-    from batchlabel.ingest.missing import reconcile_missing
-
     as_json = bool(getattr(args, "json", False))
     started = time.perf_counter()
     stop = threading.Event()
@@ -331,8 +346,7 @@ def _run_pass(config: Config, args: argparse.Namespace) -> int:
                     if not _feed(session):
                         time.sleep(min(POLL_S * 4, session.tracker.next_due_s() or POLL_S))
                 session.pipeline.close()
-                missing = reconcile_missing(config, session.journal, session.sink,
-                                            prune=bool(getattr(args, "prune_missing", False)))
+                missing = _reconcile_missing(session, config, prune=bool(getattr(args, "prune_missing", False)))
             except KeyboardInterrupt:
                 stop.set()
                 session.pipeline.close()
@@ -417,12 +431,20 @@ def _watch_locked(config: Config, stop: threading.Event, *, summary_every_s: flo
             next_summary = time.monotonic() + summary_every_s
             auto_builder = AutoBuilder(config, ls)
             next_retry = time.monotonic() + RETRY_CHECK_S
+            next_missing, deleted_logged = time.monotonic() + MISSING_CHECK_S, 0
             while not stop.is_set():
                 _feed(session)
                 auto_builder.poll()
                 if time.monotonic() >= next_retry:
                     _observe_due_retries(session, config)
                     next_retry = time.monotonic() + RETRY_CHECK_S
+                if time.monotonic() >= next_missing:  # logged when the number of deleted files changes
+                    kept = len(_reconcile_missing(session, config, prune=False, log_kept=False).kept)
+                    if kept != deleted_logged:
+                        log.warning("%d file(s) deleted from %s still have tasks (kept; `batchlabel status` lists "
+                                    "them)", kept, config.storage.root)
+                        deleted_logged = kept
+                    next_missing = time.monotonic() + MISSING_CHECK_S
                 due = session.tracker.next_due_s()
                 session.tracker.wait_for_change(min(1.0, due if due is not None else 1.0) or POLL_S)
                 if time.monotonic() >= next_summary:

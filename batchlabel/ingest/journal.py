@@ -238,9 +238,11 @@ class Journal:
                     (rel_path, sha256, size, mtime_ns, now),
                 )
             else:
-                # New content at a known path: a new version. The task (if any) is kept and updated on push.
+                # New content at a known path: a new version. The task (if any) is kept and updated on push; a
+                # duplicate's task is its twin's, never taken over by the new content.
                 db.execute(
-                    "UPDATE files SET sha256 = ?, size = ?, mtime_ns = ?, stage = 'discovered', "
+                    "UPDATE files SET sha256 = ?, size = ?, mtime_ns = ?, "
+                    "task_id = CASE WHEN stage = 'duplicate' THEN NULL ELSE task_id END, stage = 'discovered', "
                     "failed_stage = NULL, "
                     "last_error = NULL, attempts = 0, model_id = NULL, model_version = NULL, prediction_id "
                     "= NULL, "

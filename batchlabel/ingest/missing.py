@@ -91,10 +91,12 @@ class MissingFiles:
     relocated: list[tuple[str, str]] = field(default_factory=list)
 
 
-def reconcile_missing(config: Config, journal: Journal, sink: LabelStudioSink, *, prune: bool) -> MissingFiles:
+def reconcile_missing(config: Config, journal: Journal, sink: LabelStudioSink, *, prune: bool,
+                      log_kept: bool = True) -> MissingFiles:
     """After a pass: each task whose file is gone follows a journaled duplicate with the same bytes still on disk
-    (copy-then-delete), else it is kept and logged, or with ``prune`` deleted when it holds no annotation.
-    Duplicate rows of gone files are dropped (they have no task)."""
+    (copy-then-delete), else it is kept (logged in one line unless ``log_kept`` is False), or with ``prune`` deleted
+    when it holds no annotation. Duplicate rows of gone files are dropped (they have no task). Raises
+    ``LabelStudioUnavailableError`` / ``LabelStudioError`` as the client does (what was done so far stays done)."""
     root = config.storage.root
     found = MissingFiles()
     for record in journal.records(("duplicate",)):
@@ -111,7 +113,7 @@ def reconcile_missing(config: Config, journal: Journal, sink: LabelStudioSink, *
             found.pruned.append((record.rel_path, record.task_id))
             continue
         found.kept.append((record.rel_path, record.task_id))
-    if found.kept:
+    if found.kept and log_kept:
         names = ", ".join(f"{rel} (task {task_id})" for rel, task_id in found.kept[:LISTED_IN_LOG])
         more = f" and {len(found.kept) - LISTED_IN_LOG} more" if len(found.kept) > LISTED_IN_LOG else ""
         advice = "annotated, kept" if prune else ("kept: annotations are work; `batchlabel run --prune-missing` "

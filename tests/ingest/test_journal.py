@@ -93,3 +93,17 @@ def test_a_move_carries_the_row_and_its_note_and_remove_drops_both(tmp_path):
         assert journal.get("elsewhere.png") is None
         journal.remove("new/place.png")  # a pushed row too (its task was pruned)
         assert journal.is_empty() and journal.overwritten_annotated() == []
+
+
+def test_a_duplicate_given_new_content_does_not_take_over_its_twins_task(tmp_path):
+    with Journal(tmp_path / "j.sqlite3") as journal:
+        journal.mark_discovered("a.png", "aa")
+        journal.mark_pushed("a.png", 3, 4, "v1")
+        journal.mark_duplicate("copy.png", "aa", "a.png", 3)
+        assert journal.mark_discovered("copy.png", "bb") is True  # overwritten with other bytes
+        record = journal.get("copy.png")
+        assert (record.stage, record.task_id) == ("discovered", None)  # a new file: its own task, a.png's untouched
+        journal.mark_discovered("x.png", "cc")
+        journal.mark_pushed("x.png", 7, 8, "v1")
+        journal.mark_discovered("x.png", "dd")
+        assert journal.get("x.png").task_id == 7  # a file's own task is kept for its new version
