@@ -293,10 +293,10 @@ def run_command(config: Config, args: argparse.Namespace) -> int:
                      should_stop_waiting=lambda holder: holder is not None and holder.is_daemon):
             return _run_pass(config, args)
     except WriterLockBusyError as busy:
-        return _report_busy(config, args, busy, waited_s=wait_s)
+        return _report_busy(args, busy, waited_s=wait_s)
 
 
-def _report_busy(config: Config, args: argparse.Namespace, busy: WriterLockBusyError, *, waited_s: float) -> int:
+def _report_busy(args: argparse.Namespace, busy: WriterLockBusyError, *, waited_s: float) -> int:
     """``run`` found another writer: a daemon takes the files (exit 0); anything else still held after the wait
     means this pass did not happen (exit 1; the files wait for the next run)."""
     holder = busy.holder
