@@ -58,6 +58,12 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry-failed", action="store_true",
                         help="retry every failed file now, permanent failures included (transient ones are retried "
                              "by every run with back-off anyway)")
+    parser.add_argument("--lock-wait-s", type=float, default=300.0, metavar="S",
+                        help="wait up to S seconds for another run/encode/train writing the same cache folder "
+                             "(default 300; a watch or up holding it takes the files: exit 0 at once)")
+    parser.add_argument("--prune-missing", action="store_true",
+                        help="delete the tasks of files gone from the document root that have no annotation "
+                             "(annotated ones are kept and listed)")
     _ray_arguments(parser)
 
 

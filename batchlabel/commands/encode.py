@@ -11,6 +11,10 @@ With ``preannotate.mode: detect`` each embedded image also gets its detector pro
 batch ``/predict`` reuse them; the progress output shows the detector's total ETA
 (:mod:`batchlabel.annotate.detect_eta`). An image the detector fails on is reported like an encode failure (stage
 ``detect``; not journaled as failed: ``run`` detects it again).
+
+The journal is written only by the holder of the cache folder's writer lock (:mod:`batchlabel.ingest.writer_lock`):
+while a ``run``/``watch`` holds it, ``encode`` still fills the store (safe across processes) but leaves the journal to
+that writer, saying so once; that writer finds the embeddings stored.
 """
 
 from __future__ import annotations
@@ -21,11 +25,15 @@ import logging
 import sys
 import time
 from collections.abc import Iterable
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchlabel.commands.progress import file_progress
 from batchlabel.config import Config
+
+if TYPE_CHECKING:
+    from batchlabel.ingest.journal import Journal
 
 log = logging.getLogger(__name__)
 
@@ -79,22 +87,42 @@ class _Proposals:
                 "detect_s_per_image": round(sum(timings) / len(timings), 3) if timings else None}
 
 
+def journal_if_writer(config: Config, stack: ExitStack) -> Journal | None:
+    """The journal, opened on ``stack`` with the writer lock held for ``encode``; None (logged) while another process
+    (``run``, ``watch``, ...) holds the lock: encoding goes on, the journal is that writer's."""
+    from batchlabel.ingest.journal import Journal
+    from batchlabel.ingest.writer_lock import WriterLockBusyError, acquire
+
+    try:
+        stack.enter_context(acquire(config, command="encode"))
+    except WriterLockBusyError as busy:
+        log.warning("%s: encoding into the store without journaling (the journal is that writer's)", busy)
+        return None
+    return stack.enter_context(Journal(config.journal_path))
+
+
 def encode_command(config: Config, args: argparse.Namespace) -> int:
     """Encode every image under the document root into the embedding store. See the module docstring."""
-    from batchlabel.infer.engine import build_engine
-    from batchlabel.infer.weights import WeightsUnavailableError
-    from batchlabel.ingest.journal import Journal
-
-    as_json = bool(getattr(args, "json", False))
     root = config.storage.root
     if not root.is_dir():
         print(f"batchlabel encode: storage.root {root} is not a folder", file=sys.stderr)
         return 2
+    with ExitStack() as stack:
+        journal = journal_if_writer(config, stack)
+        return _encode(config, args, journal)
+
+
+def _encode(config: Config, args: argparse.Namespace, journal: Journal | None) -> int:
+    from batchlabel.infer.engine import build_engine
+    from batchlabel.infer.weights import WeightsUnavailableError
+
+    as_json = bool(getattr(args, "json", False))
+    root = config.storage.root
     paths = find_images(root, config.storage.include, config.storage.exclude)
     if getattr(args, "ray", None) is not None:
         from batchlabel.commands.ray_encode import ray_encode_command
 
-        return ray_encode_command(config, args, [path.relative_to(root).as_posix() for path in paths])
+        return ray_encode_command(config, args, [path.relative_to(root).as_posix() for path in paths], journal)
     try:
         engine = build_engine(config.model, config.cache, decoder="none")
     except WeightsUnavailableError as exc:
@@ -110,14 +138,15 @@ def encode_command(config: Config, args: argparse.Namespace) -> int:
             return 2
     failures: list[dict[str, str]] = []
     start = time.perf_counter()
-    with Journal(config.journal_path) as journal, file_progress(args, total=len(paths), desc="encode") as progress:
+    with file_progress(args, total=len(paths), desc="encode") as progress:
         def report(rel: str, reason: str, stage: str) -> None:
             failures.append({"path": rel, "stage": stage, "reason": reason})
             progress.write(f"{rel}: {reason}")
 
         for done, result in enumerate(encoder.encode_files(paths), start=1):
             rel = result.path.relative_to(root).as_posix()
-            journal.record_encode(rel, sha256=result.sha256, model_id=model.model_id, error=result.error)
+            if journal is not None:
+                journal.record_encode(rel, sha256=result.sha256, model_id=model.model_id, error=result.error)
             if result.error is not None:
                 report(rel, result.error, ENCODE_STAGE)
             elif (result.sha256 is not None and proposals is not None

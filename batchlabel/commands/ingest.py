@@ -9,7 +9,15 @@
   SIGTERM, finishes the batch in flight (queued files stay journaled for the next start) and exits 0. One log line
   per pushed batch and a summary every ``S`` seconds.
 - ``status CONFIG [--json]``: counts per stage, failures with reasons (transient or permanent, and when a transient
-  one is retried), embedding-store size, Label Studio reachability.
+  one is retried), deleted files whose task is kept, annotated files overwritten with new content, the writer lock's
+  holder, embedding-store size, Label Studio reachability.
+
+One writer per cache folder (:mod:`batchlabel.ingest.writer_lock`), held for the command's life: ``run`` finding a
+``watch``/``up`` holding it leaves the files to that daemon and exits 0 (a cron job next to the daemon pages no one);
+finding a ``run``/``encode``/``train`` it waits up to ``--lock-wait-s`` seconds (default 300), naming the holder, and
+exits 1 if it is still held (the pass did not happen; the files wait for the next run). ``watch`` waits for a
+run/encode/train to end; another daemon holding it is a usage error (exit 2). Moved, deleted and overwritten files:
+:mod:`batchlabel.ingest.missing` (``run --prune-missing`` deletes the tasks of deleted files that hold no annotation).
 
 Embedded Label Studio (``label_studio.url: null``): ``batchlabel up`` calls :func:`watch` with the running server's
 URL and key (and its loaded model); without them, ``run``/``watch`` start the embedded server themselves
@@ -21,13 +29,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from batchlabel.commands.progress import FileProgress, file_progress
@@ -38,8 +47,11 @@ if TYPE_CHECKING:
 
     from batchlabel.infer.engine import Engine
     from batchlabel.ingest.journal import Journal
+    from batchlabel.ingest.missing import MissingFiles
     from batchlabel.ingest.pipeline import Pipeline
     from batchlabel.ingest.ray_encode import PredictionSpool
+    from batchlabel.ingest.sink import LabelStudioSink
+    from batchlabel.ingest.writer_lock import WriterLockBusyError
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +60,10 @@ EXIT_OK, EXIT_FAILURES, EXIT_CONFIG = 0, 1, 2
 RUN_UNAVAILABLE_LIMIT_S = 600.0
 POLL_S = 0.05
 RETRY_CHECK_S = 5.0  # how often watch looks for transient failures due for a retry
+#: How often (seconds) watch looks for deleted files that keep a task (one stat per task; moves done as copy+delete).
+MISSING_CHECK_S = 600.0
+#: ``run`` waits this long (seconds; ``--lock-wait-s``) for another run/encode/train writing the same cache folder.
+RUN_LOCK_WAIT_S = 300.0
 
 
 class _ConfigProblemError(Exception):
@@ -100,6 +116,7 @@ class _Session:
     journal: Journal
     pipeline: Pipeline
     tracker: Any
+    sink: LabelStudioSink
 
 
 def _start(config: Config, ls: LabelStudio, *, stop: threading.Event, unavailable_limit_s: float | None,
@@ -130,7 +147,7 @@ def _start(config: Config, ls: LabelStudio, *, stop: threading.Event, unavailabl
     pipeline = Pipeline(config, journal, sink, engine.encoder, engine.decoder, model_version=model_version,
                         stop=stop, unavailable_limit_s=unavailable_limit_s, on_progress=on_progress,
                         cluster_predictions=cluster_predictions)
-    return _Session(journal, pipeline, tracker)
+    return _Session(journal, pipeline, tracker, sink)
 
 
 class _RunProgress:
@@ -174,7 +191,26 @@ def _initial_scan(session: _Session, config: Config) -> int:
     for record in session.journal.pending():  # journaled work whose file vanished meanwhile
         if not (config.storage.root / record.rel_path).exists():
             session.journal.forget(record.rel_path)
+    for record in session.journal.failures():  # a failed file without a task that is gone: nothing left to retry
+        if record.task_id is None and not (config.storage.root / record.rel_path).exists():
+            session.journal.forget(record.rel_path)
+            log.info("%s: gone from the document root; its failure (%s) dropped from the journal", record.rel_path,
+                     record.last_error)
     return count
+
+
+def _reconcile_missing(session: _Session, config: Config, *, prune: bool, log_kept: bool = True) -> MissingFiles:
+    """:func:`~batchlabel.ingest.missing.reconcile_missing`; Label Studio unreachable or refusing is a warning (the
+    deleted files are looked at again by the next pass), never the end of the run's report."""
+    from batchlabel.ingest.missing import MissingFiles, reconcile_missing
+    from batchlabel.sync.client import LabelStudioError, LabelStudioUnavailableError
+
+    try:
+        return reconcile_missing(config, session.journal, session.sink, prune=prune, log_kept=log_kept)
+    except (LabelStudioError, LabelStudioUnavailableError) as error:
+        log.warning("deleted and moved files not reconciled with Label Studio this time (%s); the next pass tries "
+                    "again", error)
+        return MissingFiles()
 
 
 def _observe_due_retries(session: _Session, config: Config) -> None:
@@ -204,6 +240,14 @@ def _report_lines(summary: dict[str, Any]) -> list[str]:
         ray = summary["ray"]
         lines.append(f"Ray cluster: encoded {ray['encoded']}, already stored {ray['cached']}, failed {ray['failed']} "
                      f"of {ray['images']} on {ray['actors']} actor(s) in {ray['wall_s']} s")
+    if summary.get("moved") or summary.get("overwritten_annotated"):
+        lines.append(f"moved {summary['moved']} (their tasks follow them), annotated then overwritten "
+                     f"{summary['overwritten_annotated']} (see the warnings)")
+    for gone in summary.get("missing", ()):
+        lines.append(f"DELETED {gone['path']}: task {gone['task_id']} kept (--prune-missing deletes it unless "
+                     "it is annotated)")
+    for gone in summary.get("pruned", ()):
+        lines.append(f"PRUNED {gone['path']}: deleted, its unannotated task {gone['task_id']} removed")
     for failure in summary["failures"]:
         lines.append(f"FAILED {failure['path']}: {failure['stage']}: {failure['reason']}")
     for rel in summary["not_pushed"]:
@@ -240,7 +284,36 @@ def _summary(session: _Session, started: float, scanned: int) -> dict[str, Any]:
 
 
 def run_command(config: Config, args: argparse.Namespace) -> int:
-    """One ingestion pass; see the module docstring for exit codes."""
+    """One ingestion pass under the cache folder's writer lock; see the module docstring for exit codes."""
+    from batchlabel.ingest.writer_lock import WriterLockBusyError, acquire
+
+    wait_s = float(getattr(args, "lock_wait_s", RUN_LOCK_WAIT_S) or 0.0)
+    try:
+        with acquire(config, command="run", wait_s=wait_s,
+                     should_stop_waiting=lambda holder: holder is not None and holder.is_daemon):
+            return _run_pass(config, args)
+    except WriterLockBusyError as busy:
+        return _report_busy(args, busy, waited_s=wait_s)
+
+
+def _report_busy(args: argparse.Namespace, busy: WriterLockBusyError, *, waited_s: float) -> int:
+    """``run`` found another writer: a daemon takes the files (exit 0); anything else still held after the wait
+    means this pass did not happen (exit 1; the files wait for the next run)."""
+    holder = busy.holder
+    daemon = holder is not None and holder.is_daemon
+    if daemon:
+        message = f"{busy}; it takes the new files, nothing for this run to do"
+    else:
+        message = (f"{busy}; still held after waiting {waited_s:g} s (--lock-wait-s): this pass did not run, the files "
+                   "are taken by the next run")
+    if getattr(args, "json", False):
+        print(json.dumps({"skipped": message, "writer": asdict(holder) if holder is not None else None}, indent=2))
+    print(f"batchlabel run: {message}", file=sys.stderr)
+    return EXIT_OK if daemon else EXIT_FAILURES
+
+
+def _run_pass(config: Config, args: argparse.Namespace) -> int:
+    """The pass itself (the caller holds the writer lock)."""
     as_json = bool(getattr(args, "json", False))
     started = time.perf_counter()
     stop = threading.Event()
@@ -273,11 +346,15 @@ def run_command(config: Config, args: argparse.Namespace) -> int:
                     if not _feed(session):
                         time.sleep(min(POLL_S * 4, session.tracker.next_due_s() or POLL_S))
                 session.pipeline.close()
+                missing = _reconcile_missing(session, config, prune=bool(getattr(args, "prune_missing", False)))
             except KeyboardInterrupt:
                 stop.set()
                 session.pipeline.close()
                 raise
             summary = _summary(session, started, scanned)
+            summary["moved"] += len(missing.relocated)
+            summary["missing"] = [{"path": rel, "task_id": task_id} for rel, task_id in missing.kept]
+            summary["pruned"] = [{"path": rel, "task_id": task_id} for rel, task_id in missing.pruned]
             if cluster is not None:
                 summary["ray"] = cluster
             session.journal.close()
@@ -308,16 +385,41 @@ def watch_command(config: Config, args: argparse.Namespace) -> int:
 
 
 def watch(config: Config, *, summary_every_s: float = 60.0, label_studio_url: str | None = None,
-          label_studio_api_key: str | None = None, model: Any = None) -> int:
+          label_studio_api_key: str | None = None, model: Any = None, command: str = "watch") -> int:
     """The ingestion daemon with its collaborators given: a running embedded Label Studio (``label_studio_url``,
-    ``label_studio_api_key``) and an already loaded ``model`` (both from ``batchlabel up``); None = start/load here."""
-    from batchlabel.commands.auto_build import AutoBuilder
-    from batchlabel.ingest.discovery import FolderWatcher
+    ``label_studio_api_key``) and an already loaded ``model`` (both from ``batchlabel up``); None = start/load here.
+
+    It holds the cache folder's writer lock (as ``command``: ``watch``, or ``up`` for up's watcher) for its life:
+    while a ``run``/``encode``/``train`` holds it, it waits for that to finish; another daemon holding it is a usage
+    error (exit 2: one daemon per cache folder)."""
+    from batchlabel.ingest.writer_lock import WriterLockBusyError, acquire
 
     stop = threading.Event()
     previous = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.signal(signum, lambda *_: stop.set())
+    try:
+        with acquire(config, command=command, wait_s=math.inf,
+                     should_stop_waiting=lambda holder: stop.is_set() or (holder is not None and holder.is_daemon)):
+            return _watch_locked(config, stop, summary_every_s=summary_every_s, label_studio_url=label_studio_url,
+                                 label_studio_api_key=label_studio_api_key, model=model)
+    except WriterLockBusyError as busy:
+        if stop.is_set():
+            return EXIT_OK
+        print(f"batchlabel {command}: {busy}; one ingestion daemon per cache folder: stop it first, or give this "
+              "config another cache.dir", file=sys.stderr)
+        return EXIT_CONFIG
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _watch_locked(config: Config, stop: threading.Event, *, summary_every_s: float, label_studio_url: str | None,
+                  label_studio_api_key: str | None, model: Any) -> int:
+    """The daemon's life (the caller holds the writer lock and handles the signals, which set ``stop``)."""
+    from batchlabel.commands.auto_build import AutoBuilder
+    from batchlabel.ingest.discovery import FolderWatcher
+
     started = time.perf_counter()
     try:
         with open_label_studio(config, url=label_studio_url, api_key=label_studio_api_key) as ls:
@@ -329,12 +431,20 @@ def watch(config: Config, *, summary_every_s: float = 60.0, label_studio_url: st
             next_summary = time.monotonic() + summary_every_s
             auto_builder = AutoBuilder(config, ls)
             next_retry = time.monotonic() + RETRY_CHECK_S
+            next_missing, deleted_logged = time.monotonic() + MISSING_CHECK_S, 0
             while not stop.is_set():
                 _feed(session)
                 auto_builder.poll()
                 if time.monotonic() >= next_retry:
                     _observe_due_retries(session, config)
                     next_retry = time.monotonic() + RETRY_CHECK_S
+                if time.monotonic() >= next_missing:  # logged when the number of deleted files changes
+                    kept = len(_reconcile_missing(session, config, prune=False, log_kept=False).kept)
+                    if kept != deleted_logged:
+                        log.warning("%d file(s) deleted from %s still have tasks (kept; `batchlabel status` lists "
+                                    "them)", kept, config.storage.root)
+                        deleted_logged = kept
+                    next_missing = time.monotonic() + MISSING_CHECK_S
                 due = session.tracker.next_due_s()
                 session.tracker.wait_for_change(min(1.0, due if due is not None else 1.0) or POLL_S)
                 if time.monotonic() >= next_summary:
@@ -350,15 +460,13 @@ def watch(config: Config, *, summary_every_s: float = 60.0, label_studio_url: st
     except _ConfigProblemError as problem:
         print(f"batchlabel watch: config error\n{problem}", file=sys.stderr)
         return EXIT_CONFIG
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     return EXIT_OK
 
 
 def status_command(config: Config, args: argparse.Namespace) -> int:
     """Counts per stage, failures, store size, Label Studio reachability; exit 0 (1 when there are failures)."""
     from batchlabel.ingest.journal import STAGES, Journal
+    from batchlabel.ingest.missing import missing_records
     from batchlabel.ingest.retry import retry_at
 
     as_json = bool(getattr(args, "json", False))
@@ -376,10 +484,22 @@ def status_command(config: Config, args: argparse.Namespace) -> int:
             report["waiting_for_label_studio"] = [
                 {"path": r.rel_path, "reason": r.last_error} for r in journal.records(("predicted",)) if r.last_error
             ]
+            report["deleted_with_task"] = [{"path": r.rel_path, "task_id": r.task_id}
+                                           for r in missing_records(config, journal)]
+            report["overwritten_annotated"] = [
+                {"path": rel, "task_id": task_id, "annotations": count, "noticed_at": noticed}
+                for rel, task_id, count, noticed in journal.overwritten_annotated()
+            ]
     else:
         report["stages"] = dict.fromkeys(STAGES, 0)
         report["failures"] = []
         report["waiting_for_label_studio"] = []
+        report["deleted_with_task"] = []
+        report["overwritten_annotated"] = []
+    from batchlabel.ingest.writer_lock import holder
+
+    writer = holder(config)
+    report["writer"] = asdict(writer) if writer is not None else None
     report["embedding_store_bytes"] = _store_size(config)
     report["label_studio"] = _reachability(config)
     if as_json:
@@ -391,6 +511,19 @@ def status_command(config: Config, args: argparse.Namespace) -> int:
                     if failure["kind"] == "transient" else "permanent, retried when the file changes or with "
                     "`run --retry-failed`")
             print(f"FAILED {failure['path']}: {failure['stage']}: {failure['reason']} ({when})")
+        print("writer: " + (f"{writer.describe()} holds {config.cache.dir}" if writer is not None
+                            else "none (no run/watch/encode is writing this cache folder)"))
+        if report["deleted_with_task"]:
+            print(f"deleted from the document root, task kept: {len(report['deleted_with_task'])} "
+                  "(`batchlabel run --prune-missing` deletes the unannotated ones)")
+        for gone in report["deleted_with_task"]:
+            print(f"DELETED {gone['path']}: task {gone['task_id']} kept")
+        if report["overwritten_annotated"]:
+            print(f"annotated, then overwritten with new content: {len(report['overwritten_annotated'])} (the "
+                  "annotations are of the old content: review these tasks)")
+        for changed in report["overwritten_annotated"]:
+            print(f"OVERWRITTEN {changed['path']}: task {changed['task_id']} holds {changed['annotations']} "
+                  "annotation(s) of the old content")
         print(f"embedding store: {report['embedding_store_bytes'] / 1e6:.1f} MB in {config.embeddings_dir}")
         reach = report["label_studio"]
         print(f"Label Studio: {reach['state']}" + (f" ({reach['detail']})" if reach.get("detail") else ""))

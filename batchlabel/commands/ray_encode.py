@@ -23,24 +23,24 @@ from batchlabel.ingest.ray_encode import (
 )
 
 if TYPE_CHECKING:
+    from batchlabel.ingest.journal import Journal
     from batchlabel.ingest.ray_encode import ClusterSummary, PredictionSpool
 
 
-def ray_encode_command(config: Config, args: argparse.Namespace, rel_paths: list[str]) -> int:
+def ray_encode_command(config: Config, args: argparse.Namespace, rel_paths: list[str], journal: Journal | None) -> int:
     """``batchlabel encode CONFIG --ray [ADDRESS] [--ray-actors N]``: ``rel_paths`` (the local ``encode``'s
-    selection, made by it) encoded on the cluster; failures printed and journaled. Exit codes as ``encode`` (2 also
-    when Ray is missing or unreachable)."""
-    from batchlabel.ingest.journal import Journal
-
+    selection, made by it) encoded on the cluster; failures printed and journaled in ``journal`` (None: another
+    process holds the writer lock and the journal). Exit codes as ``encode`` (2 also when Ray is missing or
+    unreachable)."""
     as_json = bool(getattr(args, "json", False))
     address = _address(args)
-    with (Journal(config.journal_path) as journal,
-          file_progress(args, total=len(rel_paths), desc="encode (ray)") as progress):
+    with file_progress(args, total=len(rel_paths), desc="encode (ray)") as progress:
         def record(result: ClusterResult) -> None:
             if result.error is not None:
                 progress.write(f"{result.rel_path}: {result.error}")
-            journal.record_encode(result.rel_path, sha256=result.sha256, model_id=result.model_id,
-                                  error=result.error)
+            if journal is not None:
+                journal.record_encode(result.rel_path, sha256=result.sha256, model_id=result.model_id,
+                                      error=result.error)
             progress.update()
 
         try:

@@ -152,4 +152,4 @@ def up_command(config: Config, args: argparse.Namespace) -> int:
             _wait_for_signal()
             return EXIT_OK
         return watch(config, summary_every_s=float(getattr(args, "summary_every_s", 60.0) or 60.0),
-                     label_studio_url=url, label_studio_api_key=api_key, model=model)
+                     label_studio_url=url, label_studio_api_key=api_key, model=model, command="up")

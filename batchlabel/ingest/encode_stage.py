@@ -1,9 +1,9 @@
 """Stage 2 of the pipeline: encode a batch of files (one batching wait: the pipeline's), then pre-annotate each.
 
 The encoder decodes the bytes the intake read (``encode_files(..., gathered=True)`` adds no second wait). A file
-that fails to encode is journaled as failed (unless it was deleted meanwhile: then it is dropped); a file whose task
-already has this run's prediction is journaled as pushed without a new prediction. Under ``run --ray`` the cluster's
-prediction for the same sha256 and model version is used instead of decoding here.
+that fails to encode or to predict is journaled as failed (unless it was deleted meanwhile: then it is dropped); a file
+whose task already has this run's prediction is journaled as pushed without a new prediction. Under ``run --ray`` the
+cluster's prediction for the same sha256 and model version is used instead of decoding here.
 """
 
 from __future__ import annotations
@@ -75,13 +75,21 @@ class EncodeStage:
             if push is not None:
                 yield push
 
+    def _predict_failed(self, item: WorkItem, reason: str) -> None:
+        """A prediction failed: journaled as failed, unless the file was deleted since it was read (``detect`` reads
+        the image again): then it is dropped, never a permanent failure that makes every later ``run`` exit 1."""
+        if item.path.exists():
+            self.state.fail(item.rel_path, "predict", reason, item.sha256)
+        else:
+            self.state.vanished(item.rel_path)
+
     def _predict(self, item: WorkItem, embedding: ImageEmbedding) -> PushItem | None:
         from batchlabel.annotate.preannotate import PromptSourceError, preannotate
 
         made = self.cluster_predictions.get(item.rel_path) if self.cluster_predictions is not None else None
         if made is not None and (made.sha256, made.model_version) == (item.sha256, self.model_version):
             if made.error is not None:
-                self.state.fail(item.rel_path, "predict", made.error, item.sha256)
+                self._predict_failed(item, made.error)
                 return None
             prediction = made.prediction
             self.state.count(predicted_on_cluster=int(prediction is not None))
@@ -90,7 +98,7 @@ class EncodeStage:
             try:
                 prediction = preannotate(self.config, self.decoder, embedding, task, model_version=self.model_version)
             except (PromptSourceError, ValueError) as error:
-                self.state.fail(item.rel_path, "predict", str(error), item.sha256)
+                self._predict_failed(item, str(error))
                 return None
         self.journal.mark_predicted(item.rel_path, self.model_version)
         self.state.count(predicted=int(prediction is not None))

@@ -50,6 +50,12 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE INDEX IF NOT EXISTS files_sha256 ON files (sha256);
 CREATE INDEX IF NOT EXISTS files_stage ON files (stage);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS overwritten_annotated (
+    rel_path      TEXT PRIMARY KEY,
+    task_id       INTEGER NOT NULL,
+    annotations   INTEGER NOT NULL,
+    noticed_at    REAL NOT NULL
+);
 """
 
 
@@ -232,9 +238,11 @@ class Journal:
                     (rel_path, sha256, size, mtime_ns, now),
                 )
             else:
-                # New content at a known path: a new version. The task (if any) is kept and updated on push.
+                # New content at a known path: a new version. The task (if any) is kept and updated on push; a
+                # duplicate's task is its twin's, never taken over by the new content.
                 db.execute(
-                    "UPDATE files SET sha256 = ?, size = ?, mtime_ns = ?, stage = 'discovered', "
+                    "UPDATE files SET sha256 = ?, size = ?, mtime_ns = ?, "
+                    "task_id = CASE WHEN stage = 'duplicate' THEN NULL ELSE task_id END, stage = 'discovered', "
                     "failed_stage = NULL, "
                     "last_error = NULL, attempts = 0, model_id = NULL, model_version = NULL, prediction_id "
                     "= NULL, "
@@ -372,6 +380,42 @@ class Journal:
         """Drop a file that disappeared before it was pushed."""
         with self._transaction() as db:
             db.execute("DELETE FROM files WHERE rel_path = ? AND stage != 'pushed'", (rel_path,))
+
+    def remove(self, rel_path: str) -> None:
+        """Drop a file's row whatever its stage (its task was pruned, or no longer exists)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM files WHERE rel_path = ?", (rel_path,))
+            db.execute("DELETE FROM overwritten_annotated WHERE rel_path = ?", (rel_path,))
+
+    def move(self, old_rel_path: str, new_rel_path: str) -> None:
+        """The file at ``old_rel_path`` now lives at ``new_rel_path`` (same content): its row, task and prediction
+        move with it, replacing the row the new path got when it was discovered. Nothing when ``old_rel_path`` has
+        no row."""
+        now = self._clock()
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM files WHERE rel_path = ?", (old_rel_path,)).fetchone() is None:
+                return
+            db.execute("DELETE FROM files WHERE rel_path = ?", (new_rel_path,))
+            db.execute("UPDATE files SET rel_path = ?, updated_at = ? WHERE rel_path = ?",
+                       (new_rel_path, now, old_rel_path))
+            db.execute("UPDATE OR REPLACE overwritten_annotated SET rel_path = ? WHERE rel_path = ?",
+                       (new_rel_path, old_rel_path))
+
+    def note_overwritten_annotated(self, rel_path: str, task_id: int, annotations: int) -> None:
+        """``rel_path`` got new content while its task held ``annotations`` annotations of the old content (kept as
+        they are); listed by ``batchlabel status`` until the file's row is removed."""
+        now = self._clock()
+        with self._transaction() as db:
+            db.execute("INSERT INTO overwritten_annotated (rel_path, task_id, annotations, noticed_at) "
+                       "VALUES (?, ?, ?, ?) ON CONFLICT(rel_path) DO UPDATE SET task_id = excluded.task_id, "
+                       "annotations = excluded.annotations, noticed_at = excluded.noticed_at",
+                       (rel_path, task_id, annotations, now))
+
+    def overwritten_annotated(self) -> list[tuple[str, int, int, float]]:
+        """(rel_path, task_id, annotations, noticed_at unix seconds) of every annotated file overwritten so far."""
+        with self._lock:
+            return [tuple(row) for row in self._db.execute(  # type: ignore[misc]
+                "SELECT rel_path, task_id, annotations, noticed_at FROM overwritten_annotated ORDER BY rel_path")]
 
     def _set(self, rel_path: str, **values: object) -> None:
         now = self._clock()

@@ -27,6 +27,8 @@ class Counters:
     predicted_on_cluster: int = 0
     pushed: int = 0
     already_in_label_studio: int = 0
+    moved: int = 0
+    overwritten_annotated: int = 0
     failed: list[tuple[str, str, str]] = field(default_factory=list)
     batches: int = 0
 
@@ -36,6 +38,7 @@ class Counters:
             "encoded": self.encoded, "cached": self.cached, "predicted": self.predicted,
             "predicted_on_cluster": self.predicted_on_cluster, "pushed": self.pushed,
             "already_in_label_studio": self.already_in_label_studio, "push_batches": self.batches,
+            "moved": self.moved, "overwritten_annotated": self.overwritten_annotated,
             "failed": [{"path": p, "stage": s, "reason": r} for p, s, r in self.failed],
         }
 

@@ -449,6 +449,15 @@ def delete_prediction(ls: LabelStudio, prediction_id: int, *, policy: RetryPolic
             raise
 
 
+def delete_task(ls: LabelStudio, task_id: int, *, policy: RetryPolicy = RetryPolicy()) -> None:
+    """Delete one task with its predictions (already gone is fine)."""
+    try:
+        request_json(ls, "DELETE", f"api/tasks/{task_id}", policy=policy)
+    except LabelStudioError as error:
+        if error.status != 404:
+            raise
+
+
 def update_task(ls: LabelStudio, task_id: int, *, data: dict | None = None, meta: dict | None = None,
                 policy: RetryPolicy = RetryPolicy()) -> None:
     """PATCH a task's data and/or meta (idempotent, so retried)."""

@@ -76,3 +76,34 @@ def test_concurrent_writers_from_two_connections(tmp_path):
     assert first.counts()["encoded"] == 100
     first.close()
     second.close()
+
+
+def test_a_move_carries_the_row_and_its_note_and_remove_drops_both(tmp_path):
+    with Journal(tmp_path / "j.sqlite3", clock=lambda: 5.0) as journal:
+        journal.mark_discovered("old.png", "aa")
+        journal.mark_pushed("old.png", 3, 4, "v1")
+        journal.note_overwritten_annotated("old.png", 3, 2)
+        journal.mark_discovered("new/place.png", "aa")  # what the intake journals before it sees the move
+        journal.move("old.png", "new/place.png")
+        assert journal.get("old.png") is None
+        record = journal.get("new/place.png")
+        assert (record.stage, record.sha256, record.task_id, record.prediction_id) == ("pushed", "aa", 3, 4)
+        assert journal.overwritten_annotated() == [("new/place.png", 3, 2, 5.0)]
+        journal.move("never-journaled.png", "elsewhere.png")  # no row: nothing happens
+        assert journal.get("elsewhere.png") is None
+        journal.remove("new/place.png")  # a pushed row too (its task was pruned)
+        assert journal.is_empty() and journal.overwritten_annotated() == []
+
+
+def test_a_duplicate_given_new_content_does_not_take_over_its_twins_task(tmp_path):
+    with Journal(tmp_path / "j.sqlite3") as journal:
+        journal.mark_discovered("a.png", "aa")
+        journal.mark_pushed("a.png", 3, 4, "v1")
+        journal.mark_duplicate("copy.png", "aa", "a.png", 3)
+        assert journal.mark_discovered("copy.png", "bb") is True  # overwritten with other bytes
+        record = journal.get("copy.png")
+        assert (record.stage, record.task_id) == ("discovered", None)  # a new file: its own task, a.png's untouched
+        journal.mark_discovered("x.png", "cc")
+        journal.mark_pushed("x.png", 7, 8, "v1")
+        journal.mark_discovered("x.png", "dd")
+        assert journal.get("x.png").task_id == 7  # a file's own task is kept for its new version
