@@ -6,6 +6,7 @@ object, a hole with an island, a one-pixel-wide line, objects touching every ima
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -176,3 +177,152 @@ def test_yolo_trains_one_epoch_on_the_export(tmp_path: Path, ultralytics_utils: 
     assert (tmp_path / "runs" / "one-epoch" / "weights" / "last.pt").is_file()
     metrics = model.trainer.metrics  # type: ignore[union-attr]
     assert "metrics/mAP50(M)" in metrics  # the validation pass read the masks of the val images
+
+
+ALL_FORMATS = ("coco", "coco-polygon", "yolo", "voc")
+
+
+@pytest.fixture(scope="module")
+def all_formats(tmp_path_factory: pytest.TempPathFactory, corpus: tuple[Path, Path, dict]) -> Path:
+    return _build(tmp_path_factory.mktemp("all"), corpus, ALL_FORMATS)
+
+
+def _manifest(out: Path) -> dict:
+    import json
+
+    return json.loads((out / "manifest.json").read_text())
+
+
+def test_coco_polygon_rasterises_to_the_masks_through_pycocotools(
+    all_formats: Path, corpus: tuple[Path, Path, dict]
+) -> None:
+    from pycocotools.coco import COCO
+
+    _, _, truth = corpus
+    for side in ("all", "train", "val"):
+        rle = COCO(str(all_formats / "annotations" / f"{side}.json"))
+        polygon = COCO(str(all_formats / "annotations" / f"{side}_polygon.json"))
+        assert polygon.dataset["images"] == rle.dataset["images"]  # same images, split, ids
+        assert polygon.dataset["categories"] == rle.dataset["categories"]
+        assert [(a["id"], a["image_id"], a["category_id"], a["area"], a["bbox"], a["iscrowd"])
+                for a in polygon.dataset["annotations"]] == [
+               (a["id"], a["image_id"], a["category_id"], a["area"], a["bbox"], a["iscrowd"])
+               for a in rle.dataset["annotations"]]
+    ious = []
+    for image in polygon.dataset["images"]:
+        anns = polygon.loadAnns(polygon.getAnnIds(imgIds=[image["id"]]))
+        objects = truth[image["file_name"]]
+        assert len(anns) == len(objects)
+        for annotation, (mask, category_id) in zip(anns, objects, strict=True):
+            assert isinstance(annotation["segmentation"], list) and annotation["category_id"] == category_id
+            ious.append(_iou(polygon.annToMask(annotation).astype(bool), mask))
+    assert np.mean(ious) >= 0.95 and min(ious) >= 0.8, ious
+    assert min(ious) == 1.0  # the default tolerance (0.25 px) keeps every pixel, holes and parts included
+
+
+def test_voc_pngs_are_pixel_identical_to_the_masks(all_formats: Path, corpus: tuple[Path, Path, dict]) -> None:
+    from batchlabel.formats.voc import read_palette_png, voc_object_map_to_masks, voc_palette
+
+    _, _, truth = corpus
+    voc = all_formats / "voc"
+    assert (voc / "class_names.txt").read_text().splitlines() == ["background", *LABELS]
+    manifest = _manifest(all_formats)
+    sets = {side: (voc / "ImageSets" / "Segmentation" / f"{side}.txt").read_text().split() for side in ("train", "val")}
+    assert sorted(sets["train"] + sets["val"]) == sorted(f"{i['task_id']}_{Path(i['file_name']).stem}"
+                                                         for i in manifest["images"])
+    for image in manifest["images"]:
+        name = f"{image['task_id']}_{Path(image['file_name']).stem}"
+        assert name in sets[image["split"]]
+        assert (voc / "JPEGImages" / f"{image['task_id']}_{Path(image['file_name']).name}").is_file()
+        objects = read_palette_png(voc / "SegmentationObject" / f"{name}.png")
+        classes = read_palette_png(voc / "SegmentationClass" / f"{name}.png")
+        expected_classes = np.zeros_like(classes)
+        masks = voc_object_map_to_masks(objects)
+        assert len(masks) == len(truth[image["file_name"]])
+        for got, (mask, category_id) in zip(masks, truth[image["file_name"]], strict=True):
+            assert np.array_equal(got, mask)
+            expected_classes[mask] = category_id
+        assert np.array_equal(classes, expected_classes)
+    from PIL import Image
+
+    with Image.open(voc / "SegmentationClass" / f"{name}.png") as png:
+        assert png.mode == "P" and png.getpalette()[:9] == voc_palette(3).reshape(-1).tolist()
+
+
+def test_the_coco_files_do_not_change_with_other_formats(tmp_path: Path, corpus: tuple[Path, Path, dict],
+                                                         all_formats: Path) -> None:
+    """Byte for byte: a COCO-only build, the all-formats build, and the digest main's builder gave (f3fb678)."""
+    from batchlabel import __version__
+
+    coco_only = _build(tmp_path, corpus, ("coco",))
+    digest = hashlib.sha256()
+    for side in ("all", "train", "val"):
+        data = (coco_only / "annotations" / f"{side}.json").read_bytes()
+        assert data == (all_formats / "annotations" / f"{side}.json").read_bytes()
+        digest.update(data.replace(f'"version":"{__version__}"'.encode(), b'"version":"-"'))
+    assert digest.hexdigest() == COCO_DIGEST_BEFORE_FORMATS
+    assert sorted(p.name for p in coco_only.iterdir()) == ["annotations", "images", "manifest.json",
+                                                           "mask-rcnn_r50_fpn.py"]
+    assert _manifest(coco_only)["formats"] == {"coco": {"files": ["annotations/all.json", "annotations/train.json",
+                                                                  "annotations/val.json"]}}
+
+
+#: sha256 of this corpus's annotations/{all,train,val}.json as main's builder wrote them before formats existed
+COCO_DIGEST_BEFORE_FORMATS = "169f0004d40d737349bc7ab6c1d1cdcd2ff6a5e3831b5112a4912029d4715405"
+
+
+def test_a_build_that_fails_half_way_leaves_the_previous_output(
+    tmp_path: Path, corpus: tuple[Path, Path, dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injected (a disk error while writing the VOC masks of the third image): nothing half-written."""
+    from batchlabel.formats import voc
+
+    out = _build(tmp_path, corpus, ("coco", "yolo"))
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    written = voc.write_palette_png
+    calls = {"n": 0}
+
+    def failing(path: Path, index_map: np.ndarray) -> Path:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise OSError(28, "No space left on device")
+        return written(path, index_map)
+
+    monkeypatch.setattr(voc, "write_palette_png", failing)
+    root, export, _ = corpus
+    with pytest.raises(OSError, match="No space left"):
+        build_dataset(helpers.offline_config(root, out, LABELS),
+                      BuildOptions(out=out, from_export=export, keep_empty=True, formats=ALL_FORMATS))
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+    assert not (out / "voc").exists() and _manifest(out)["options"]["formats"] == ["coco", "yolo"]
+    assert [p.name for p in tmp_path.iterdir()] == ["dataset"]  # no partial or work folder left beside it
+
+
+def test_images_are_linked_or_copied_once(tmp_path: Path, corpus: tuple[Path, Path, dict]) -> None:
+    """Same filesystem: every format's image is a hard link to the source. Another filesystem (/dev/shm, tmpfs):
+    one copy per image and hard links to it."""
+    import shutil
+
+    out = _build(tmp_path, corpus, ALL_FORMATS)
+    manifest = _manifest(out)
+    count = len(manifest["images"])
+    assert manifest["image_files"] == {"link": 3 * count, "copy": 0}
+    source = corpus[0] / manifest["images"][0]["file_name"]
+    assert source.stat().st_nlink >= 4
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second filesystem (/dev/shm) to copy across")
+    other = Path(shutil.copytree(corpus[0], shm / f"batchlabel-test-{tmp_path.name}"))
+    try:
+        copied = tmp_path / "copied"
+        report = build_dataset(helpers.offline_config(other, copied, LABELS),
+                               BuildOptions(out=copied, from_export=corpus[1], keep_empty=True, formats=ALL_FORMATS))
+    finally:
+        shutil.rmtree(other)
+    assert report.image_files == {"link": 2 * count, "copy": count}
+    first = manifest["images"][0]
+    coco_copy = copied / "images" / first["file_name"]
+    name = f"{first['task_id']}_{Path(first['file_name']).name}"
+    assert coco_copy.stat().st_nlink == 3
+    assert coco_copy.stat().st_ino == (copied / "voc" / "JPEGImages" / name).stat().st_ino
