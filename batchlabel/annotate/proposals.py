@@ -49,7 +49,7 @@ class ProposalStore:
 
     def get(self, image_sha256: str, key: str) -> tuple[tuple[int, int], list[Detection]] | None:
         """((height, width) of the image detected on, its detections), or None when not stored."""
-        from batchlabel.infer.codecs.coco_rle import coco_rle_to_mask
+        from batchlabel.formats.coco_rle import coco_rle_to_mask
 
         path = self._path(image_sha256, key)
         try:
@@ -72,7 +72,7 @@ class ProposalStore:
     def put(self, image_sha256: str, key: str, image_size: tuple[int, int], detections: Sequence[Detection],
             *, detector_id: str) -> None:
         """Store one image's detections (``image_size`` (height, width); boxes XYXY pixels of that image)."""
-        from batchlabel.infer.codecs.coco_rle import mask_to_coco_rle
+        from batchlabel.formats.coco_rle import mask_to_coco_rle
 
         path = self._path(image_sha256, key)
         path.parent.mkdir(parents=True, exist_ok=True)

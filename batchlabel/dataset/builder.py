@@ -391,8 +391,8 @@ def _write_files(
     """Write every format's files into ``stage``; returns the manifest's images, per-class counts, the number of
     objects and what was written (``{"formats": {name: summary}, "images": {"link": n, "copy": n}}``)."""
     from batchlabel import __version__
-    from batchlabel.dataset.coco import CocoWriter, categories_for, coco_image
     from batchlabel.dataset.exports import ExportWriters, ImagePlacer
+    from batchlabel.formats.coco import CocoWriter, categories_for, coco_image
     from batchlabel.infer.images import file_sha256
 
     categories = categories_for(labels)

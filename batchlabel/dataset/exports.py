@@ -57,7 +57,7 @@ class ImagePlacer:
 def object_mask(segmentation: Any, height: int, width: int) -> np.ndarray | None:
     """An object's (H, W) bool mask from its COCO ``segmentation`` (RLE dict or polygon lists); None if box-only."""
     if isinstance(segmentation, dict):
-        from batchlabel.infer.codecs.coco_rle import coco_rle_to_mask
+        from batchlabel.formats.coco_rle import coco_rle_to_mask
 
         return coco_rle_to_mask(segmentation)
     if segmentation:
@@ -87,7 +87,7 @@ class ExportWriters:
         coco_info: dict[str, Any],
         tolerance_px: float,
     ) -> None:
-        from batchlabel.dataset.coco import CocoWriter, categories_for
+        from batchlabel.formats.coco import CocoWriter, categories_for
         from batchlabel.formats.voc import VocWriter
         from batchlabel.formats.yolo import YoloWriter
 
@@ -132,9 +132,9 @@ class ExportWriters:
     ) -> None:
         """Write one image's objects (its COCO annotations, with ids) in every format."""
         from batchlabel.formats.coco_polygon import parts_to_coco_polygons
+        from batchlabel.formats.polygon import mask_to_polygon_parts, single_ring
         from batchlabel.formats.voc import MAX_INDEX, masks_to_voc_maps
         from batchlabel.formats.yolo import box_polygon, export_name, yolo_line
-        from batchlabel.infer.codecs.polygon import mask_to_polygon_parts, single_ring
 
         height, width = int(image["height"]), int(image["width"])
         name = export_name(task_id, image["file_name"])

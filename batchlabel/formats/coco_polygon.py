@@ -1,7 +1,7 @@
 """COCO polygon segmentation: a mask as flat polygon lists ``[[x1, y1, x2, y2, ...], ...]``, holes and parts kept.
 
 Every connected part of a mask is one polygon; its holes are joined into it by zero-width cuts
-(:func:`~batchlabel.infer.codecs.polygon.part_ring`), so tools that read only polygons (and rasterise them the way
+(:func:`~batchlabel.formats.polygon.part_ring`), so tools that read only polygons (and rasterise them the way
 pycocotools does, even-odd with pixel-edge coordinates) get the holes back. Points lie a quarter pixel inside the
 pixel-edge outline (``outline="edges"``), which pycocotools' ``frPyObjects`` rasterises to the mask's own pixels.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from batchlabel.infer.codecs.polygon import PolygonPart, mask_to_polygon_parts, part_ring
+from batchlabel.formats.polygon import PolygonPart, mask_to_polygon_parts, part_ring
 
 #: Decimals kept in the JSON (traced points are multiples of 0.25 px; simplified ones stay on those points).
 COORDINATE_DECIMALS = 2

@@ -10,7 +10,7 @@ Ultralytics finds a label file by replacing ``/images/`` with ``/labels/`` and t
 whose label file is empty is a background image. It derives boxes from the polygons, so one export trains both
 detect and segment models.
 
-Polygons: a mask's parts and holes become **one** ring (:func:`~batchlabel.infer.codecs.polygon.single_ring`:
+Polygons: a mask's parts and holes become **one** ring (:func:`~batchlabel.formats.polygon.single_ring`:
 zero-width cuts), traced a quarter pixel inside the pixel edges (``outline="edges"``), so that Ultralytics'
 ``polygon2mask`` (``cv2.fillPoly`` on vertices truncated to integers) gives the mask back, apart from the pixels
 along the cuts. Class indices count from 0 in the categories' order (COCO category id - 1).
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from batchlabel.infer.codecs.polygon import mask_to_polygon_parts, single_ring
+from batchlabel.formats.polygon import mask_to_polygon_parts, single_ring
 
 #: Decimals of the normalised coordinates: 1e-6 of a 10,000 px side is 0.01 px.
 COORDINATE_DECIMALS = 6

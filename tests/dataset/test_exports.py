@@ -141,7 +141,7 @@ def ultralytics_join_iou(mask: np.ndarray, utils: object) -> float:
     """IoU of the mask with its parts and holes joined by Ultralytics' own ``merge_multi_segment``."""
     from ultralytics.data.converter import merge_multi_segment
 
-    from batchlabel.infer.codecs.polygon import mask_to_polygon_parts
+    from batchlabel.formats.polygon import mask_to_polygon_parts
 
     parts = mask_to_polygon_parts(mask, tolerance_px=0, min_area_px=0, outline="edges")
     segments = [ring.reshape(-1).tolist() for part in parts for ring in (part.outer, *part.holes)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from batchlabel.infer.codecs.polygon import (
+from batchlabel.formats.polygon import (
     mask_to_polygon_parts,
     mask_to_polygons,
     polygon_from_percent,
@@ -182,7 +182,7 @@ def test_edge_outlines_sit_a_quarter_pixel_inside_the_pixel_edges() -> None:
 
 
 def test_a_zero_width_cut_keeps_holes_and_parts_for_even_odd_filling() -> None:
-    from batchlabel.infer.codecs.polygon import bridge_rings, part_ring, single_ring
+    from batchlabel.formats.polygon import bridge_rings, part_ring, single_ring
 
     mask = _parts_with_holes()
     parts = mask_to_polygon_parts(mask, tolerance_px=0, min_area_px=0)
