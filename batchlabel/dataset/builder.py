@@ -48,6 +48,21 @@ log = logging.getLogger(__name__)
 MAX_MESSAGES_PER_KIND = 20
 #: Findings that are expected and only counted (not warned about).
 _QUIET_FINDINGS = ("box_only",)
+#: Builds of fewer images render their extra formats in this process (starting workers costs about a second each).
+PARALLEL_EXPORT_MIN_IMAGES = 200
+#: At most this many export worker processes.
+MAX_EXPORT_WORKERS = 8
+
+
+def export_workers(requested: int | None, num_images: int) -> int:
+    """Worker processes for the extra formats: ``requested``, or by default one per CPU core (at most
+    :data:`MAX_EXPORT_WORKERS`) when there are 2 or more cores and :data:`PARALLEL_EXPORT_MIN_IMAGES` images."""
+    if requested is not None:
+        return max(0, requested)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cores < 2 or num_images < PARALLEL_EXPORT_MIN_IMAGES:
+        return 0
+    return min(cores, MAX_EXPORT_WORKERS)
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,9 @@ class BuildOptions:
     formats: tuple[str, ...] = ("coco",)
     #: Douglas-Peucker tolerance of the exported polygons (coco-polygon, yolo), pixels
     polygon_tolerance_px: float = 0.25
+    #: processes rendering coco-polygon/yolo/voc files; None: one per CPU core for builds of
+    #: :data:`PARALLEL_EXPORT_MIN_IMAGES` images or more, else none (the output is the same either way)
+    export_workers: int | None = None
 
     def __post_init__(self) -> None:
         from batchlabel.config import DATASET_FORMATS
@@ -404,7 +422,8 @@ def _write_files(
     writers = ({name: CocoWriter(annotations_dir / f"{name}.json", categories=categories, info=info)
                 for name in ("all", "train", "val")} if write_coco else {})
     exports = ExportWriters(stage, out, options.formats, labels, coco_info=info,
-                            tolerance_px=options.polygon_tolerance_px)
+                            tolerance_px=options.polygon_tolerance_px,
+                            workers=export_workers(options.export_workers, len(entries)))
     coco_images = write_coco or "coco-polygon" in options.formats  # both name files relative to images/
     placer = ImagePlacer()
     manifest_images: list[dict[str, Any]] = []
@@ -436,32 +455,35 @@ def _write_files(
 
     per_class: dict[str, dict[str, int]] = {label: {"train": 0, "val": 0} for label in labels}
     annotation_id = 0
-    for image_id, manifest_image in zip(ordered, manifest_images, strict=True):
-        entry = entries[image_id]
-        if not entry.num_objects and not exports.active:
-            continue
-        objects = []
-        if entry.num_objects:
-            spool.seek(entry.offset)
-            objects = json.loads(spool.read(entry.length))
-        side = manifest_image["split"]
-        annotations = []
-        for category_id, segmentation, area, bbox in objects:
-            annotation_id += 1
-            annotation = {"id": annotation_id, "image_id": image_id, "category_id": category_id,
-                          "segmentation": segmentation, "area": area, "bbox": bbox, "iscrowd": 0}
-            if write_coco:
-                writers["all"].add_annotation(annotation)
-                writers[side].add_annotation(annotation)
-            annotations.append(annotation)
-            manifest_image["annotation_ids"].append(annotation_id)
-            per_class[labels[category_id - 1]][side] += 1
-        if exports.active:
-            exports.add_image(coco_image(image_id, entry.rel_path, entry.width, entry.height), side, image_id,
-                              annotations)
-    for writer in writers.values():
-        writer.close()
-    summaries = exports.close()
+    try:
+        for image_id, manifest_image in zip(ordered, manifest_images, strict=True):
+            entry = entries[image_id]
+            if not entry.num_objects and not exports.active:
+                continue
+            objects = []
+            if entry.num_objects:
+                spool.seek(entry.offset)
+                objects = json.loads(spool.read(entry.length))
+            side = manifest_image["split"]
+            annotations = []
+            for category_id, segmentation, area, bbox in objects:
+                annotation_id += 1
+                annotation = {"id": annotation_id, "image_id": image_id, "category_id": category_id,
+                              "segmentation": segmentation, "area": area, "bbox": bbox, "iscrowd": 0}
+                if write_coco:
+                    writers["all"].add_annotation(annotation)
+                    writers[side].add_annotation(annotation)
+                annotations.append(annotation)
+                manifest_image["annotation_ids"].append(annotation_id)
+                per_class[labels[category_id - 1]][side] += 1
+            if exports.active:
+                exports.add_image(coco_image(image_id, entry.rel_path, entry.width, entry.height), side, image_id,
+                                  annotations)
+        for writer in writers.values():
+            writer.close()
+        summaries = exports.close()
+    finally:
+        exports.shutdown()
     if write_coco:
         summaries["coco"] = {"files": [f"annotations/{name}.json" for name in ("all", "train", "val")]}
     written = {"formats": {name: summaries[name] for name in options.formats},

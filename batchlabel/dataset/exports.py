@@ -24,8 +24,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +73,88 @@ def _box_xyxy(bbox: Sequence[float]) -> tuple[float, float, float, float]:
     return (x, y, x + w, y + h)
 
 
+@dataclass(frozen=True)
+class ImageJob:
+    """What rendering one image's exports needs (picklable: it goes to a worker process)."""
+
+    split: str
+    name: str  # the image's file name in the flat export folders (``<task id>_<file name>``)
+    height: int
+    width: int
+    annotations: tuple[dict[str, Any], ...]  # its COCO annotations, with ids
+    formats: tuple[str, ...]
+    tolerance_px: float
+
+
+@dataclass
+class RenderedImage:
+    """One image's files in every format, ready to write in image-id order."""
+
+    job: ImageJob
+    coco_polygon: list[str] = field(default_factory=list)  # encoded annotations
+    yolo_lines: list[str] = field(default_factory=list)
+    voc_pngs: tuple[bytes, bytes] | None = None  # class, object
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (format, what) -> n
+
+
+def render_image(job: ImageJob) -> RenderedImage:
+    """Every format's content for one image: each object's mask decoded and traced once (pure; no files)."""
+    from batchlabel.formats.coco import encode_entry
+    from batchlabel.formats.coco_polygon import rings_to_coco_polygons
+    from batchlabel.formats.polygon import join_rings, mask_to_polygon_parts, part_ring
+    from batchlabel.formats.voc import MAX_INDEX, encode_palette_png, masks_to_voc_maps
+    from batchlabel.formats.yolo import box_polygon, yolo_line
+
+    rendered = RenderedImage(job)
+    counts = rendered.counts
+    want_polygons = "coco-polygon" in job.formats or "yolo" in job.formats
+    voc_masks: list[np.ndarray] = []
+    voc_classes: list[int] = []
+    voc_boxes: list[list[float]] = []
+    for annotation in job.annotations:
+        category_id = int(annotation["category_id"])
+        mask = object_mask(annotation["segmentation"], job.height, job.width)
+        parts = (mask_to_polygon_parts(mask, tolerance_px=job.tolerance_px, min_area_px=0, outline="edges")
+                 if mask is not None and want_polygons else [])
+        rings = [part_ring(part) for part in parts]  # each part with its holes cut in
+        if "coco-polygon" in job.formats:
+            polygons = rings_to_coco_polygons(rings)
+            if mask is not None and not polygons:
+                polygons = [box_polygon(_box_xyxy(annotation["bbox"])).reshape(-1).tolist()]
+                counts["coco-polygon", "box_polygons"] += 1
+            rendered.coco_polygon.append(encode_entry({**annotation, "segmentation": polygons}))
+            counts["coco-polygon", "objects"] += 1
+        if "yolo" in job.formats:
+            ring = join_rings(rings)
+            if ring is None:
+                ring = box_polygon(_box_xyxy(annotation["bbox"]))
+                counts["yolo", "box_polygons"] += 1
+            rendered.yolo_lines.append(yolo_line(category_id - 1, ring, job.width, job.height))
+            counts["yolo", "objects"] += 1
+        if "voc" in job.formats:
+            if mask is None:
+                counts["voc", "box_only_not_painted"] += 1
+            elif len(voc_masks) >= MAX_INDEX:
+                counts["voc", "over_254_objects_not_painted"] += 1
+            else:
+                voc_masks.append(mask)
+                voc_classes.append(category_id)
+                voc_boxes.append(annotation["bbox"])
+    if "voc" in job.formats:
+        classes, objects = masks_to_voc_maps(voc_masks, voc_classes, job.height, job.width, boxes_xywh=voc_boxes)
+        rendered.voc_pngs = (encode_palette_png(classes), encode_palette_png(objects))
+        counts["voc", "objects"] += len(voc_masks)
+    return rendered
+
+
 class ExportWriters:
     """The non-COCO-RLE formats of one build, written under ``stage`` (the build's folder before it is moved to
     ``out``). Call :meth:`image_targets` for every image (in image-id order), then :meth:`add_image` for every
-    image, then :meth:`close`."""
+    image (in the same order), then :meth:`close`.
+
+    ``workers``: processes that render images (:func:`render_image`) while this one writes; 0 renders here. Results
+    are written in submission order and at most ``4 * workers`` images are in flight (memory stays bounded).
+    """
 
     def __init__(
         self,
@@ -86,6 +165,7 @@ class ExportWriters:
         *,
         coco_info: dict[str, Any],
         tolerance_px: float,
+        workers: int = 0,
     ) -> None:
         from batchlabel.formats.coco import CocoWriter, categories_for
         from batchlabel.formats.voc import VocWriter
@@ -105,6 +185,9 @@ class ExportWriters:
             }
         self.yolo = YoloWriter(stage / "yolo", labels) if "yolo" in self.formats else None
         self.voc = VocWriter(stage / "voc", labels) if "voc" in self.formats else None
+        self.workers = workers if self.active else 0
+        self._pool: Any = None
+        self._pending: deque[Any] = deque()
 
     @property
     def active(self) -> bool:
@@ -130,57 +213,48 @@ class ExportWriters:
     def add_image(
         self, image: dict[str, Any], split: str, task_id: int, annotations: Sequence[dict[str, Any]]
     ) -> None:
-        """Write one image's objects (its COCO annotations, with ids) in every format."""
-        from batchlabel.formats.coco_polygon import parts_to_coco_polygons
-        from batchlabel.formats.polygon import mask_to_polygon_parts, single_ring
-        from batchlabel.formats.voc import MAX_INDEX, masks_to_voc_maps
-        from batchlabel.formats.yolo import box_polygon, export_name, yolo_line
+        """Render (here or in a worker) and write one image's objects (its COCO annotations, with ids)."""
+        from batchlabel.formats.yolo import export_name
 
-        height, width = int(image["height"]), int(image["width"])
-        name = export_name(task_id, image["file_name"])
-        yolo_lines: list[str] = []
-        voc_masks: list[np.ndarray] = []
-        voc_classes: list[int] = []
-        for annotation in annotations:
-            category_id = int(annotation["category_id"])
-            mask = object_mask(annotation["segmentation"], height, width)
-            parts = (mask_to_polygon_parts(mask, tolerance_px=self.tolerance_px, min_area_px=0, outline="edges")
-                     if mask is not None else [])
-            if self.coco_polygon is not None:
-                polygons = parts_to_coco_polygons(parts)
-                if mask is not None and not polygons:
-                    polygons = [box_polygon(_box_xyxy(annotation["bbox"])).reshape(-1).tolist()]
-                    self.counts["coco-polygon"]["box_polygons"] += 1
-                entry = {**annotation, "segmentation": polygons}
-                self.coco_polygon["all"].add_annotation(entry)
-                self.coco_polygon[split].add_annotation(entry)
-                self.counts["coco-polygon"]["objects"] += 1
-            if self.yolo is not None:
-                ring = single_ring(parts)
-                if ring is None:
-                    ring = box_polygon(_box_xyxy(annotation["bbox"]))
-                    self.counts["yolo"]["box_polygons"] += 1
-                yolo_lines.append(yolo_line(category_id - 1, ring, width, height))
-            if self.voc is not None:
-                if mask is None:
-                    self.counts["voc"]["box_only_not_painted"] += 1
-                elif len(voc_masks) >= MAX_INDEX:
-                    self.counts["voc"]["over_254_objects_not_painted"] += 1
-                else:
-                    voc_masks.append(mask)
-                    voc_classes.append(category_id)
+        job = ImageJob(split, export_name(task_id, image["file_name"]), int(image["height"]), int(image["width"]),
+                       tuple(annotations), self.formats, self.tolerance_px)
+        if self.workers <= 0:
+            self._write(render_image(job))
+            return
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn, not fork: builds also run in a thread of `up`, and a forked child of a threaded process can
+            # inherit a held lock
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        self._pending.append(self._pool.submit(render_image, job))
+        while len(self._pending) >= 4 * self.workers:
+            self._write(self._pending.popleft().result())
+
+    def _write(self, rendered: RenderedImage) -> None:
+        job = rendered.job
+        for (name, what), number in rendered.counts.items():
+            self.counts[name][what] += number
+        if self.coco_polygon is not None:
+            for encoded in rendered.coco_polygon:
+                self.coco_polygon["all"].add_annotation(None, encoded=encoded)
+                self.coco_polygon[job.split].add_annotation(None, encoded=encoded)
         if self.yolo is not None:
-            self.yolo.write_labels(split, name, yolo_lines)
-            self.counts["yolo"]["objects"] += len(yolo_lines)
+            self.yolo.write_labels(job.split, job.name, rendered.yolo_lines)
             self.counts["yolo"]["images"] += 1
-        if self.voc is not None:
-            classes, objects = masks_to_voc_maps(voc_masks, voc_classes, height, width)
-            self.voc.write_masks(split, name, classes, objects)
-            self.counts["voc"]["objects"] += len(voc_masks)
+        if self.voc is not None and rendered.voc_pngs is not None:
+            self.voc.write_pngs(job.split, job.name, *rendered.voc_pngs)
             self.counts["voc"]["images"] += 1
 
     def close(self) -> dict[str, dict[str, Any]]:
-        """Finish every file; returns the summary per format (paths relative to the dataset folder, counts)."""
+        """Write what is still rendering, finish every file; returns the summary per format (paths relative to the
+        dataset folder, counts)."""
+        try:
+            while self._pending:
+                self._write(self._pending.popleft().result())
+        finally:
+            self.shutdown()
         summary: dict[str, dict[str, Any]] = {}
         if self.coco_polygon is not None:
             for writer in self.coco_polygon.values():
@@ -194,3 +268,12 @@ class ExportWriters:
             self.voc.close()
             summary["voc"] = {"root": "voc", **self.counts["voc"]}
         return summary
+
+    def shutdown(self) -> None:
+        """Stop the worker processes (also after a failure; what they were rendering is dropped)."""
+        if self._pool is not None:
+            for future in self._pending:
+                future.cancel()
+            self._pending.clear()
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from batchlabel.formats.polygon import PolygonPart, mask_to_polygon_parts, part_ring
+from batchlabel.formats.polygon import mask_to_polygon_parts, part_ring
 
 #: Decimals kept in the JSON (traced points are multiples of 0.25 px; simplified ones stay on those points).
 COORDINATE_DECIMALS = 2
 
 
-def parts_to_coco_polygons(parts: list[PolygonPart]) -> list[list[float]]:
-    """Polygon parts (XY pixel corners) -> COCO ``segmentation`` polygon lists, one per part with its holes cut in."""
-    return [np.round(part_ring(part), COORDINATE_DECIMALS).reshape(-1).tolist() for part in parts]
+def rings_to_coco_polygons(rings: list[np.ndarray]) -> list[list[float]]:
+    """Rings ((N, 2) XY pixel corners; a part with its holes cut in, :func:`part_ring`) -> COCO polygon lists."""
+    return [np.round(ring, COORDINATE_DECIMALS).reshape(-1).tolist() for ring in rings]
 
 
 def mask_to_coco_polygons(mask: np.ndarray, *, tolerance_px: float = 0.25) -> list[list[float]]:
-    """(H, W) bool mask -> COCO polygon lists (``[]`` for an empty mask). ``tolerance_px``: Douglas-Peucker, pixels."""
-    return parts_to_coco_polygons(mask_to_polygon_parts(mask, tolerance_px=tolerance_px, min_area_px=0,
-                                                        outline="edges"))
+    """(H, W) bool mask -> COCO polygon lists (``[]`` for an empty mask), one per part with its holes cut in.
+
+    ``tolerance_px``: Douglas-Peucker, pixels."""
+    parts = mask_to_polygon_parts(mask, tolerance_px=tolerance_px, min_area_px=0, outline="edges")
+    return rings_to_coco_polygons([part_ring(part) for part in parts])
 
 
 def coco_polygons_to_mask(polygons: list[list[float]], height: int, width: int) -> np.ndarray:

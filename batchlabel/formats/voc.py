@@ -16,6 +16,7 @@ The palette is VOC's own colour map (``bitget`` construction, as in the VOC devk
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,10 +25,17 @@ import numpy as np
 #: Largest class or instance index a uint8 palette PNG holds (255 is VOC's "void" border label).
 MAX_INDEX = 254
 SPLITS = ("train", "val")
+#: zlib level of the PNGs: 1 is several times faster than Pillow's default 6 and index maps compress well anyway
+PNG_COMPRESS_LEVEL = 1
 
 
 def voc_palette(count: int = 256) -> np.ndarray:
     """(count, 3) uint8 RGB colour map of the VOC devkit: index 0 black, 1 dark red, 2 dark green, ..."""
+    return _voc_palette(count).copy()
+
+
+@functools.lru_cache(maxsize=4)
+def _voc_palette(count: int) -> np.ndarray:
     palette = np.zeros((count, 3), dtype=np.uint8)
     for index in range(count):
         value, red, green, blue = index, 0, 0, 0
@@ -41,12 +49,18 @@ def voc_palette(count: int = 256) -> np.ndarray:
 
 
 def masks_to_voc_maps(
-    masks: Sequence[np.ndarray], class_indices: Sequence[int], height: int, width: int
+    masks: Sequence[np.ndarray],
+    class_indices: Sequence[int],
+    height: int,
+    width: int,
+    *,
+    boxes_xywh: Sequence[Sequence[float]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Instance masks ((H, W) bool each) and their class indices (1..254) -> (class map, instance map), (H, W) uint8.
 
     Instance ``k`` (from 1) is ``masks[k - 1]``, painted in order (a later mask covers an earlier one). Raises
-    ``ValueError`` for more than :data:`MAX_INDEX` masks or a class index out of range.
+    ``ValueError`` for more than :data:`MAX_INDEX` masks or a class index out of range. ``boxes_xywh``: each mask's
+    COCO ``bbox`` (pixel edges), when known: only that region is painted (faster; the mask must lie inside it).
     """
     if len(masks) != len(class_indices):
         raise ValueError(f"{len(masks)} masks but {len(class_indices)} class indices")
@@ -58,8 +72,13 @@ def masks_to_voc_maps(
         if not 1 <= class_index <= MAX_INDEX:
             raise ValueError(f"class index must be in 1..{MAX_INDEX}, got {class_index}")
         pixels = np.asarray(mask, dtype=bool)
-        classes[pixels] = class_index
-        objects[pixels] = number
+        region: tuple[slice, slice] = (slice(None), slice(None))
+        if boxes_xywh is not None:
+            x, y, w, h = boxes_xywh[number - 1]
+            region = (slice(int(y), int(np.ceil(y + h))), slice(int(x), int(np.ceil(x + w))))
+        inside = pixels[region]
+        classes[region][inside] = class_index
+        objects[region][inside] = number
     return classes, objects
 
 
@@ -70,14 +89,23 @@ def voc_object_map_to_masks(objects: np.ndarray) -> list[np.ndarray]:
     return [array == number for number in range(1, top + 1)]
 
 
-def write_palette_png(path: Path, index_map: np.ndarray) -> Path:
-    """Save an (H, W) uint8 index map as a palette (mode ``P``) PNG with the VOC colour map."""
+def encode_palette_png(index_map: np.ndarray) -> bytes:
+    """The bytes of a palette (mode ``P``) PNG of an (H, W) uint8 index map, with the VOC colour map."""
+    import io
+
     from PIL import Image
 
     image = Image.fromarray(np.ascontiguousarray(index_map, dtype=np.uint8), mode="P")
-    image.putpalette(voc_palette().reshape(-1).tolist())
-    image.save(path, format="PNG", optimize=False)
-    return path
+    image.putpalette(_voc_palette(256).reshape(-1).tolist())
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+def write_palette_png(path: Path, index_map: np.ndarray) -> Path:
+    """Save an (H, W) uint8 index map as a palette PNG (:func:`encode_palette_png`)."""
+    Path(path).write_bytes(encode_palette_png(index_map))
+    return Path(path)
 
 
 def read_palette_png(path: Path) -> np.ndarray:
@@ -107,13 +135,14 @@ class VocWriter:
     def image_path(self, file_name: str) -> Path:
         return self.root / "JPEGImages" / file_name
 
-    def write_masks(self, split: str, file_name: str, classes: np.ndarray, objects: np.ndarray) -> None:
-        """The two PNGs of one image (``file_name``'s stem) and its line in ``split``'s image set."""
+    def write_pngs(self, split: str, file_name: str, class_png: bytes, object_png: bytes) -> None:
+        """The two PNGs of one image (:func:`encode_palette_png` of :func:`masks_to_voc_maps`; named after
+        ``file_name``'s stem) and its line in ``split``'s image set."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         name = Path(file_name).stem
-        write_palette_png(self.root / "SegmentationClass" / f"{name}.png", classes)
-        write_palette_png(self.root / "SegmentationObject" / f"{name}.png", objects)
+        (self.root / "SegmentationClass" / f"{name}.png").write_bytes(class_png)
+        (self.root / "SegmentationObject" / f"{name}.png").write_bytes(object_png)
         self._sets[split].write(f"{name}\n")
         self.num_images += 1
 

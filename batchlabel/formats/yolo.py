@@ -27,6 +27,7 @@ from batchlabel.formats.polygon import mask_to_polygon_parts, single_ring
 
 #: Decimals of the normalised coordinates: 1e-6 of a 10,000 px side is 0.01 px.
 COORDINATE_DECIMALS = 6
+_COORDINATE_FORMAT = f"%.{COORDINATE_DECIMALS}f"
 #: How far a box polygon's corners sit inside the pixel-edge box, in pixels (as the traced outlines do).
 BOX_INSET_PX = 0.25
 SPLITS = ("train", "val")
@@ -60,9 +61,8 @@ def yolo_line(class_index: int, polygon: np.ndarray, width: int, height: int) ->
     Coordinates are clipped to [0, 1] (Ultralytics refuses a label outside the image).
     """
     points = np.asarray(polygon, dtype=np.float64).reshape(-1, 2) / np.array([width, height], dtype=np.float64)
-    points = np.clip(points, 0.0, 1.0)
-    values = " ".join(f"{value:.{COORDINATE_DECIMALS}f}" for value in points.reshape(-1))
-    return f"{int(class_index)} {values}"
+    values = np.clip(points, 0.0, 1.0).reshape(-1).tolist()
+    return f"{int(class_index)} " + " ".join([_COORDINATE_FORMAT] * len(values)) % tuple(values)
 
 
 def yolo_line_to_polygon(line: str, width: int, height: int) -> tuple[int, np.ndarray]:

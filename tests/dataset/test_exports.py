@@ -279,23 +279,37 @@ def test_a_build_that_fails_half_way_leaves_the_previous_output(
 
     out = _build(tmp_path, corpus, ("coco", "yolo"))
     before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
-    written = voc.write_palette_png
+    write_pngs = voc.VocWriter.write_pngs
     calls = {"n": 0}
 
-    def failing(path: Path, index_map: np.ndarray) -> Path:
+    def failing(self: voc.VocWriter, *args: object) -> None:
         calls["n"] += 1
-        if calls["n"] == 5:
+        if calls["n"] == 3:
             raise OSError(28, "No space left on device")
-        return written(path, index_map)
+        write_pngs(self, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(voc, "write_palette_png", failing)
+    monkeypatch.setattr(voc.VocWriter, "write_pngs", failing)
     root, export, _ = corpus
     with pytest.raises(OSError, match="No space left"):
         build_dataset(helpers.offline_config(root, out, LABELS),
                       BuildOptions(out=out, from_export=export, keep_empty=True, formats=ALL_FORMATS))
+    assert calls["n"] == 3
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
     assert not (out / "voc").exists() and _manifest(out)["options"]["formats"] == ["coco", "yolo"]
     assert [p.name for p in tmp_path.iterdir()] == ["dataset"]  # no partial or work folder left beside it
+
+
+def test_worker_processes_write_the_same_files(tmp_path: Path, corpus: tuple[Path, Path, dict],
+                                               all_formats: Path) -> None:
+    """Rendering in two spawned worker processes (what large builds do) gives byte-identical files."""
+    out = _build(tmp_path, corpus, ALL_FORMATS, export_workers=2)
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+                if p.is_file() and p.name != "manifest.json" and p.suffix != ".py" and p.name != "data.yaml"}
+
+    assert files(out) == files(all_formats)
+    assert _manifest(out)["formats"] == _manifest(all_formats)["formats"]
 
 
 def test_images_are_linked_or_copied_once(tmp_path: Path, corpus: tuple[Path, Path, dict]) -> None:
