@@ -225,6 +225,23 @@ def _prepare_out(out: Path) -> None:
                            "choose another folder")
 
 
+def _remove_killed_stages(out: Path) -> None:
+    """Remove ``.<out>.partial-<pid>`` folders of builds that were killed (their process no longer exists)."""
+    for stage in out.parent.glob(f".{out.name}.partial-*"):
+        pid = stage.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # that build is still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # another user's process: alive
+        log.info("removing %s, left by a build that was killed (process %s is gone)", stage, pid)
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def _move_into_place(stage: Path, out: Path) -> None:
     if out.exists() and not out.is_symlink():
         old = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -263,6 +280,7 @@ def build_dataset(
     out = Path(options.out).absolute()
     _prepare_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_killed_stages(out)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.work-") as work_name:
         work = Path(work_name)
         source = _source(config, options, work, client)

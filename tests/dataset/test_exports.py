@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -297,6 +298,21 @@ def test_a_build_that_fails_half_way_leaves_the_previous_output(
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
     assert not (out / "voc").exists() and _manifest(out)["options"]["formats"] == ["coco", "yolo"]
     assert [p.name for p in tmp_path.iterdir()] == ["dataset"]  # no partial or work folder left beside it
+
+
+def test_a_killed_builds_stage_is_removed_by_the_next_build(tmp_path: Path, corpus: tuple[Path, Path, dict]) -> None:
+    """What SIGKILL leaves (``.dataset.partial-<pid>`` of a process that is gone) is cleaned up; the output stays."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    stage = tmp_path / f".dataset.partial-{int(dead.stdout)}"
+    (stage / "yolo").mkdir(parents=True)
+    alive = tmp_path / f".dataset.partial-{os.getppid()}"  # a running process: maybe another build
+    alive.mkdir()
+    _build(tmp_path, corpus, ("yolo",))
+    assert not stage.exists() and alive.exists()
 
 
 def test_worker_processes_write_the_same_files(tmp_path: Path, corpus: tuple[Path, Path, dict],
