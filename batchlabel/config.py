@@ -22,7 +22,7 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -252,7 +252,7 @@ class AutoBuildConfig(_Section):
 #: The formats ``build-dataset`` writes (``dataset.formats``, ``--format``): COCO RLE, COCO polygons, Ultralytics
 #: YOLO segment, Pascal VOC segmentation PNGs.
 DatasetFormat = Literal["coco", "coco-polygon", "yolo", "voc"]
-DATASET_FORMATS: tuple[str, ...] = ("coco", "coco-polygon", "yolo", "voc")
+DATASET_FORMATS: tuple[str, ...] = get_args(DatasetFormat)
 
 
 class DatasetConfig(_Section):

@@ -1,11 +1,14 @@
-"""Build a COCO instance-segmentation dataset from a Label Studio project or JSON export.
+"""Build an instance-segmentation dataset from a Label Studio project or JSON export, in one or more formats.
 
-Layout of a built dataset (``--out DIR``)::
+Layout of a built dataset (``--out DIR``) with the default format, ``coco``::
 
     DIR/annotations/all.json, train.json, val.json   COCO, RLE (or polygon) segmentation, iscrowd 0
     DIR/images/<path relative to storage.root>        hard links to the labeled files (copies across filesystems)
     DIR/<template>.py                                 mmdetection 3.x config (see :mod:`.mmdet`)
-    DIR/manifest.json                                 provenance (see :mod:`.manifest`)
+    DIR/manifest.json                                 provenance (see :mod:`.manifest`), every format written
+
+``BuildOptions.formats`` adds (or, without ``coco``, writes only) ``coco-polygon``, ``yolo`` and ``voc``, all from
+the same spool and the same split (see :mod:`.exports`).
 
 Flow (bounded memory: tasks stream from the export; each converted image goes to a spool file on disk and only a
 small per-image summary stays in memory): export -> convert every task -> split -> link images, hash them -> write
