@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from batchlabel import __version__
-from batchlabel.config import Config, ConfigError, load_config
+from batchlabel.config import DATASET_FORMATS, Config, ConfigError, load_config
 from batchlabel.ingest.journal import JournalCorruptError
 
 log = logging.getLogger("batchlabel")
@@ -87,6 +87,8 @@ def _build_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="split seed (default: dataset.seed)")
     parser.add_argument("--template", choices=["mask-rcnn_r50_fpn", "rtmdet-ins_s"], help="mmdetection config template")
     parser.add_argument("--segmentation", choices=["rle", "polygon"], default="rle", help="COCO segmentation format")
+    parser.add_argument("--format", dest="formats", action="append", choices=DATASET_FORMATS, metavar="NAME",
+                        help=f"write this format (repeatable; overrides dataset.formats): {', '.join(DATASET_FORMATS)}")
     parser.add_argument("--keep-empty", action="store_true", help="keep images without objects as negatives")
     parser.add_argument("--mask-boxes", action="store_true", help="turn box-only objects into SAM masks")
     parser.add_argument("--preview", type=int, default=0, metavar="N", help="also render N preview overlays")

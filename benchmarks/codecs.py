@@ -42,9 +42,9 @@ def median_ms(function: Callable[[], Any], repeats: int) -> float:
 def bench_size(height: int, width: int, repeats: int, sdk_repeats: int) -> dict[str, Any]:
     from label_studio_sdk.converter.brush import decode_rle, mask2rle
 
-    from batchlabel.infer.codecs.brush import brush_rle_to_mask, mask_to_brush_rle
-    from batchlabel.infer.codecs.coco_rle import coco_rle_to_mask, mask_to_coco_rle
-    from batchlabel.infer.codecs.polygon import mask_to_polygons, polygons_to_mask
+    from batchlabel.formats.brush import brush_rle_to_mask, mask_to_brush_rle
+    from batchlabel.formats.coco_rle import coco_rle_to_mask, mask_to_coco_rle
+    from batchlabel.formats.polygon import mask_to_polygons, polygons_to_mask
 
     mask = object_mask(height, width)
     rle = mask_to_brush_rle(mask)

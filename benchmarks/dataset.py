@@ -6,6 +6,10 @@ one JSON object: setup and build seconds (wall and CPU: the build is one process
 are the stable number), images and masks per second, export and output sizes, peak RSS.
 
     .venv/bin/python benchmarks/dataset.py [--images 10000] [--masks 10] [--size 640x480] [--keep DIR]
+        [--format coco --format coco-polygon --format yolo --format voc | --all-formats]
+
+``--all-formats`` builds the same export twice, COCO only and then all four formats, and prints both runs and their
+ratio (the issue-22 target: all four in at most 2x the COCO-only time, memory bounded).
 """
 
 from __future__ import annotations
@@ -73,6 +77,12 @@ def write_project(root: Path, export: Path, *, images: int, masks: int, height: 
     return {"export_mb": round(export.stat().st_size / 1e6, 1), "image_bytes": len(png) + 4}
 
 
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process and of its children that have finished."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000)
@@ -80,6 +90,12 @@ def main() -> None:
     parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT")
     parser.add_argument("--segmentation", choices=["rle", "polygon"], default="rle")
     parser.add_argument("--keep", metavar="DIR", help="build here and keep the files (default: a temporary folder)")
+    parser.add_argument("--format", dest="formats", action="append", metavar="NAME",
+                        help="a format to write (repeatable; default coco)")
+    parser.add_argument("--all-formats", action="store_true",
+                        help="build COCO only, then all four formats, and compare")
+    parser.add_argument("--export-workers", type=int, default=None,
+                        help="processes rendering the extra formats (default: the builder's choice)")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
 
@@ -95,39 +111,61 @@ def main() -> None:
         sizes = write_project(root, export, images=args.images, masks=args.masks, height=height, width=width,
                               labels=labels)
         setup_s = time.perf_counter() - started
-        rss_before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         config = parse_config({"storage": {"root": str(root)}, "label_studio": {"labels": labels},
                                "dataset": {"out": str(out)}}, source="benchmark", base_dir=base)
-        cpu_before = resource.getrusage(resource.RUSAGE_SELF)
-        started = time.perf_counter()
-        report = build_dataset(config, BuildOptions(out=out, from_export=export, segmentation=args.segmentation))
-        build_s = time.perf_counter() - started
-        cpu_after = resource.getrusage(resource.RUSAGE_SELF)
-        build_cpu_s = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
-        peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        annotations_mb = sum(p.stat().st_size for p in (out / "annotations").iterdir()) / 1e6
-        result = {
-            "benchmark": "build-dataset from a JSON export",
-            "images": args.images,
-            "masks_per_image": args.masks,
-            "image_size": f"{width}x{height}",
-            "segmentation": args.segmentation,
-            "setup_s": round(setup_s, 1),
-            "export_mb": sizes["export_mb"],
-            "build_s": round(build_s, 1),
-            "build_cpu_s": round(build_cpu_s, 1),
-            "images_per_s": round(args.images / build_s, 1),
-            "images_per_cpu_s": round(args.images / build_cpu_s, 1),
-            "masks_per_s": round(args.images * args.masks / build_s, 1),
-            "objects_written": report.counts["objects"],
-            "failures": len(report.failures),
-            "annotations_mb_all_train_val": round(annotations_mb, 1),
-            "peak_rss_mb": round(peak_rss_mb, 1),
-            "rss_before_build_mb": round(rss_before_mb, 1),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-        }
-        print(json.dumps(result, indent=1))
+        runs = [("coco",), ("coco", "coco-polygon", "yolo", "voc")] if args.all_formats else [
+            tuple(dict.fromkeys(args.formats or ["coco"]))]
+        results = []
+        for formats in runs:
+            if out.exists():
+                shutil.rmtree(out)
+            rss_before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            cpu_before = _cpu_s()
+            started = time.perf_counter()
+            report = build_dataset(config, BuildOptions(out=out, from_export=export, segmentation=args.segmentation,
+                                                        formats=formats, export_workers=args.export_workers))
+            build_s = time.perf_counter() - started
+            build_cpu_s = _cpu_s() - cpu_before  # this process and its (finished) export workers
+            peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            worker_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            annotations = out / "annotations"
+            annotations_mb = sum(p.stat().st_size for p in annotations.iterdir()) / 1e6 if annotations.is_dir() else 0
+            output_mb = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()
+                            and not p.is_relative_to(out / "images") and "images" not in p.parts[-3:-1]
+                            and "JPEGImages" not in p.parts) / 1e6
+            results.append({
+                "benchmark": "build-dataset from a JSON export",
+                "formats": list(formats),
+                "images": args.images,
+                "masks_per_image": args.masks,
+                "image_size": f"{width}x{height}",
+                "segmentation": args.segmentation,
+                "setup_s": round(setup_s, 1),
+                "export_mb": sizes["export_mb"],
+                "build_s": round(build_s, 1),
+                "build_cpu_s": round(build_cpu_s, 1),
+                "images_per_s": round(args.images / build_s, 1),
+                "images_per_cpu_s": round(args.images / build_cpu_s, 1),
+                "masks_per_s": round(args.images * args.masks / build_s, 1),
+                "objects_written": report.counts["objects"],
+                "failures": len(report.failures),
+                "annotations_mb_all_train_val": round(annotations_mb, 1),
+                "output_mb_without_images": round(output_mb, 1),
+                "image_files": report.image_files,
+                "peak_rss_mb": round(peak_rss_mb, 1),  # of the process so far (ru_maxrss never goes down)
+                "export_worker_peak_rss_mb": round(worker_rss_mb, 1),  # the largest worker so far (0: none)
+                "rss_before_build_mb": round(rss_before_mb, 1),
+                "cpu_count": os.cpu_count(),
+                "load_average_1min": round(os.getloadavg()[0], 1),
+                "python": platform.python_version(),
+            })
+        if len(results) == 1:
+            print(json.dumps(results[0], indent=1))
+        else:
+            coco, everything = results
+            print(json.dumps({"coco_only": coco, "all_formats": everything,
+                              "time_ratio": round(everything["build_s"] / coco["build_s"], 2),
+                              "cpu_time_ratio": round(everything["build_cpu_s"] / coco["build_cpu_s"], 2)}, indent=1))
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)

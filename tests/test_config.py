@@ -57,6 +57,10 @@ def test_env_interpolation_keeps_secrets_out_of_the_file(tmp_path: Path) -> None
         ({"preannotate": {"default_label": "dog"}}, "preannotate.default_label 'dog' is not one of"),
         ({"serve": {"username": "ann"}}, "serve: set both username and password"),
         ({"dataset": {"val_fraction": 1.5}}, "dataset.val_fraction: expected less than 1, got 1.5"),
+        ({"dataset": {"formats": ["coco", "yolov8"]}},
+         "dataset.formats.1: expected one of 'coco', 'coco-polygon', 'yolo' or 'voc', got 'yolov8'"),
+        ({"dataset": {"formats": ["yolo", "yolo"]}}, "dataset.formats: formats listed more than once: ['yolo']"),
+        ({"dataset": {"formats": []}}, "dataset.formats"),
         ({"storage": {"include": "*.jpg"}}, "storage.include: expected a list, got '*.jpg'"),
     ],
 )

@@ -88,7 +88,7 @@ class ProposalStore:
 
     def _entry(self, data: object) -> tuple[tuple[int, int], list[Detection]]:
         """A decoded entry -> (image size, detections); ``ValueError`` naming what is wrong."""
-        from batchlabel.infer.codecs.coco_rle import coco_rle_to_mask
+        from batchlabel.formats.coco_rle import coco_rle_to_mask
         from batchlabel.infer.store import size_pair
 
         if not isinstance(data, dict):
@@ -132,7 +132,7 @@ class ProposalStore:
     def put(self, image_sha256: str, key: str, image_size: tuple[int, int], detections: Sequence[Detection],
             *, detector_id: str) -> None:
         """Store one image's detections (``image_size`` (height, width); boxes XYXY pixels of that image)."""
-        from batchlabel.infer.codecs.coco_rle import mask_to_coco_rle
+        from batchlabel.formats.coco_rle import mask_to_coco_rle
 
         path = self._path(image_sha256, key)
         data = {

@@ -34,6 +34,8 @@ def options_from_args(config: Config, args: argparse.Namespace) -> Any:
         mask_boxes=args.mask_boxes,
         preview=args.preview,
         if_changed=args.if_changed,
+        formats=tuple(dict.fromkeys(args.formats)) if getattr(args, "formats", None) else config.dataset.formats,
+        polygon_tolerance_px=config.dataset.polygon_tolerance_px,
     )
 
 
@@ -54,6 +56,11 @@ def format_report(report: Any) -> str:
     for index, name in enumerate(report.categories):
         sides = report.per_class.get(name, {"train": 0, "val": 0})
         lines.append(f"    {index + 1:>3} {name}: {sides['train']} / {sides['val']}")
+    if report.formats:
+        lines.append(f"  formats: {', '.join(report.formats)}; image files: {report.image_files.get('link', 0)} hard "
+                     f"links, {report.image_files.get('copy', 0)} copies"
+                     + (" (the source is on another filesystem: copied once, other formats link to the copy)"
+                        if report.image_files.get("copy") else ""))
     for warning in report.warnings:
         lines.append(f"  warning: {warning}")
     for failure in report.failures[:20]:

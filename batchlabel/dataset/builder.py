@@ -1,11 +1,14 @@
-"""Build a COCO instance-segmentation dataset from a Label Studio project or JSON export.
+"""Build an instance-segmentation dataset from a Label Studio project or JSON export, in one or more formats.
 
-Layout of a built dataset (``--out DIR``)::
+Layout of a built dataset (``--out DIR``) with the default format, ``coco``::
 
     DIR/annotations/all.json, train.json, val.json   COCO, RLE (or polygon) segmentation, iscrowd 0
     DIR/images/<path relative to storage.root>        hard links to the labeled files (copies across filesystems)
     DIR/<template>.py                                 mmdetection 3.x config (see :mod:`.mmdet`)
-    DIR/manifest.json                                 provenance (see :mod:`.manifest`)
+    DIR/manifest.json                                 provenance (see :mod:`.manifest`), every format written
+
+``BuildOptions.formats`` adds (or, without ``coco``, writes only) ``coco-polygon``, ``yolo`` and ``voc``, all from
+the same spool and the same split (see :mod:`.exports`).
 
 Flow (bounded memory: tasks stream from the export; each converted image goes to a spool file on disk and only a
 small per-image summary stays in memory): export -> convert every task -> split -> link images, hash them -> write
@@ -49,6 +52,21 @@ log = logging.getLogger(__name__)
 MAX_MESSAGES_PER_KIND = 20
 #: Findings that are expected and only counted (not warned about).
 _QUIET_FINDINGS = ("box_only",)
+#: Builds of fewer images render their extra formats in this process (starting workers costs about a second each).
+PARALLEL_EXPORT_MIN_IMAGES = 200
+#: At most this many export worker processes.
+MAX_EXPORT_WORKERS = 8
+
+
+def export_workers(requested: int | None, num_images: int) -> int:
+    """Worker processes for the extra formats: ``requested``, or by default one per CPU core (at most
+    :data:`MAX_EXPORT_WORKERS`) when there are 2 or more cores and :data:`PARALLEL_EXPORT_MIN_IMAGES` images."""
+    if requested is not None:
+        return max(0, requested)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cores < 2 or num_images < PARALLEL_EXPORT_MIN_IMAGES:
+        return 0
+    return min(cores, MAX_EXPORT_WORKERS)
 
 
 @dataclass(frozen=True)
@@ -67,10 +85,28 @@ class BuildOptions:
     if_changed: bool = False
     #: compare the fingerprint with this dataset's manifest instead of ``out``'s (versioned builds)
     compare_with: Path | None = None
+    #: the formats written (:data:`~batchlabel.config.DATASET_FORMATS`), each once
+    formats: tuple[str, ...] = ("coco",)
+    #: Douglas-Peucker tolerance of the exported polygons (coco-polygon, yolo), pixels
+    polygon_tolerance_px: float = 0.25
+    #: processes rendering coco-polygon/yolo/voc files; None: one per CPU core for builds of
+    #: :data:`PARALLEL_EXPORT_MIN_IMAGES` images or more, else none (the output is the same either way)
+    export_workers: int | None = None
+
+    def __post_init__(self) -> None:
+        from batchlabel.config import DATASET_FORMATS
+
+        unknown = [name for name in self.formats if name not in DATASET_FORMATS]
+        if unknown or not self.formats or len(set(self.formats)) != len(self.formats):
+            raise ValueError(f"formats must be distinct names among {list(DATASET_FORMATS)}, got {list(self.formats)}")
 
     def output_options(self) -> dict[str, Any]:
-        """The options that change the files written (part of the fingerprint)."""
-        return {
+        """The options that change the files written (part of the fingerprint).
+
+        ``formats`` and ``polygon_tolerance_px`` appear only when other formats than ``coco`` are asked for, so a
+        COCO-only build keeps the fingerprint it had before formats existed.
+        """
+        options: dict[str, Any] = {
             "val_fraction": self.val_fraction,
             "seed": self.seed,
             "template": self.template,
@@ -78,6 +114,10 @@ class BuildOptions:
             "keep_empty": self.keep_empty,
             "mask_boxes": self.mask_boxes,
         }
+        if tuple(self.formats) != ("coco",):
+            options["formats"] = list(self.formats)
+            options["polygon_tolerance_px"] = self.polygon_tolerance_px
+        return options
 
 
 @dataclass
@@ -96,6 +136,10 @@ class BuildReport:
     fingerprint: str = ""
     elapsed_s: float = 0.0
     previews: list[Path] = field(default_factory=list)
+    #: format name -> what was written (files, counts); see the manifest's ``formats``
+    formats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: image files placed in the dataset: ``{"link": n, "copy": n}`` (hard links, or copies across filesystems)
+    image_files: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -109,6 +153,8 @@ class BuildReport:
             "warnings": self.warnings,
             "fingerprint": self.fingerprint,
             "elapsed_s": round(self.elapsed_s, 3),
+            "formats": self.formats,
+            "image_files": self.image_files,
         }
 
 
@@ -172,17 +218,6 @@ def _source(config: Any, options: BuildOptions, work: Path, client: Any | None) 
     return export_project(config, dest_dir=work, client=client)
 
 
-def _link_or_copy(source: Path, target: Path) -> str:
-    """Hard-link ``source`` at ``target`` (a copy when linking is impossible); returns ``"link"`` or ``"copy"``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-        return "link"
-    except OSError:
-        shutil.copy2(source, target)
-        return "copy"
-
-
 def _prepare_out(out: Path) -> None:
     """Refuse to replace a folder that is not a batchlabel dataset."""
     if out.is_symlink() or not out.exists():
@@ -192,6 +227,23 @@ def _prepare_out(out: Path) -> None:
     if any(out.iterdir()) and not (out / "manifest.json").exists():
         raise DatasetError(f"--out {out} exists, is not empty and is not a batchlabel dataset (no manifest.json); "
                            "choose another folder")
+
+
+def _remove_killed_stages(out: Path) -> None:
+    """Remove ``.<out>.partial-<pid>`` folders of builds that were killed (their process no longer exists)."""
+    for stage in out.parent.glob(f".{out.name}.partial-*"):
+        pid = stage.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # that build is still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # another user's process: alive
+        log.info("removing %s, left by a build that was killed (process %s is gone)", stage, pid)
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _move_into_place(stage: Path, out: Path) -> None:
@@ -232,6 +284,7 @@ def build_dataset(
     out = Path(options.out).absolute()
     _prepare_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_killed_stages(out)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.work-") as work_name:
         work = Path(work_name)
         source = _source(config, options, work, client)
@@ -246,10 +299,13 @@ def build_dataset(
                                    elapsed_s=time.perf_counter() - started)
         report = _build(config, options, source, labels, out, work, box_masker)
     report.elapsed_s = time.perf_counter() - started
-    if options.preview:
-        from batchlabel.dataset.preview import render_previews
+    if options.preview and report.status == "built":
+        if "coco" in options.formats:
+            from batchlabel.dataset.preview import render_previews
 
-        report.previews = render_previews(out, limit=options.preview)
+            report.previews = render_previews(out, limit=options.preview)
+        else:
+            log.warning("--preview draws the COCO files; not rendered (formats %s)", ", ".join(options.formats))
     return report
 
 
@@ -349,11 +405,12 @@ def _build(
             shutil.rmtree(stage)
         stage.mkdir(parents=True)
         try:
-            manifest_images, per_class, ann_total = _write_files(
-                stage, spool, entries, val_ids, labels, options, findings
+            manifest_images, per_class, ann_total, written = _write_files(
+                stage, out, spool, entries, val_ids, labels, options, findings
             )
             report = _finish(config, options, source, labels, out, stage, entries, split, per_class, ann_total,
-                             counts, findings, failures, fingerprint_entries, model_versions, manifest_images)
+                             counts, findings, failures, fingerprint_entries, model_versions, manifest_images,
+                             written)
             _move_into_place(stage, out)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
@@ -363,15 +420,19 @@ def _build(
 
 def _write_files(
     stage: Path,
+    out: Path,
     spool: Any,
     entries: dict[int, _Entry],
     val_ids: set[int],
     labels: list[str],
     options: BuildOptions,
     findings: _Findings,
-) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]], int]:
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]], int, dict[str, Any]]:
+    """Write every format's files into ``stage``; returns the manifest's images, per-class counts, the number of
+    objects and what was written (``{"formats": {name: summary}, "images": {"link": n, "copy": n}}``)."""
     from batchlabel import __version__
-    from batchlabel.dataset.coco import CocoWriter, categories_for, coco_image
+    from batchlabel.dataset.exports import ExportWriters, ImagePlacer
+    from batchlabel.formats.coco import CocoWriter, categories_for, coco_image
     from batchlabel.infer.images import file_sha256
 
     categories = categories_for(labels)
@@ -379,18 +440,25 @@ def _write_files(
             "segmentation": options.segmentation}
     annotations_dir = stage / "annotations"
     ordered = sorted(entries)
-    writers = {name: CocoWriter(annotations_dir / f"{name}.json", categories=categories, info=info)
-               for name in ("all", "train", "val")}
+    write_coco = "coco" in options.formats
+    writers = ({name: CocoWriter(annotations_dir / f"{name}.json", categories=categories, info=info)
+                for name in ("all", "train", "val")} if write_coco else {})
+    exports = ExportWriters(stage, out, options.formats, labels, coco_info=info,
+                            tolerance_px=options.polygon_tolerance_px,
+                            workers=export_workers(options.export_workers, len(entries)))
+    coco_images = write_coco or "coco-polygon" in options.formats  # both name files relative to images/
+    placer = ImagePlacer()
     manifest_images: list[dict[str, Any]] = []
     hashes: dict[str, int] = {}
-    links: Counter[str] = Counter()
     for image_id in ordered:
         entry = entries[image_id]
         image = coco_image(image_id, entry.rel_path, entry.width, entry.height)
         side = "val" if image_id in val_ids else "train"
-        writers["all"].add_image(image)
-        writers[side].add_image(image)
-        links[_link_or_copy(entry.path, stage / "images" / entry.rel_path)] += 1
+        if write_coco:
+            writers["all"].add_image(image)
+            writers[side].add_image(image)
+        targets = [stage / "images" / entry.rel_path] if coco_images else []
+        placer.place(entry.path, targets + exports.image_targets(image, side, image_id))
         digest = file_sha256(entry.path)
         if digest in hashes:
             findings.add(Finding(
@@ -404,29 +472,45 @@ def _write_files(
             "width": entry.width, "height": entry.height, "split": side, "annotation": entry.annotation,
             "annotation_ids": [],
         })
-    if links["copy"]:
-        log.info("images: %d hard links, %d copies (other filesystem)", links["link"], links["copy"])
+    if placer.counts["copy"]:
+        log.info("images: %d hard links, %d copies (other filesystem)", placer.counts["link"], placer.counts["copy"])
 
     per_class: dict[str, dict[str, int]] = {label: {"train": 0, "val": 0} for label in labels}
     annotation_id = 0
-    for image_id, manifest_image in zip(ordered, manifest_images, strict=True):
-        entry = entries[image_id]
-        if not entry.num_objects:
-            continue
-        spool.seek(entry.offset)
-        objects = json.loads(spool.read(entry.length))
-        side = manifest_image["split"]
-        for category_id, segmentation, area, bbox in objects:
-            annotation_id += 1
-            annotation = {"id": annotation_id, "image_id": image_id, "category_id": category_id,
-                          "segmentation": segmentation, "area": area, "bbox": bbox, "iscrowd": 0}
-            writers["all"].add_annotation(annotation)
-            writers[side].add_annotation(annotation)
-            manifest_image["annotation_ids"].append(annotation_id)
-            per_class[labels[category_id - 1]][side] += 1
-    for writer in writers.values():
-        writer.close()
-    return manifest_images, per_class, annotation_id
+    try:
+        for image_id, manifest_image in zip(ordered, manifest_images, strict=True):
+            entry = entries[image_id]
+            if not entry.num_objects and not exports.active:
+                continue
+            objects = []
+            if entry.num_objects:
+                spool.seek(entry.offset)
+                objects = json.loads(spool.read(entry.length))
+            side = manifest_image["split"]
+            annotations = []
+            for category_id, segmentation, area, bbox in objects:
+                annotation_id += 1
+                annotation = {"id": annotation_id, "image_id": image_id, "category_id": category_id,
+                              "segmentation": segmentation, "area": area, "bbox": bbox, "iscrowd": 0}
+                if write_coco:
+                    writers["all"].add_annotation(annotation)
+                    writers[side].add_annotation(annotation)
+                annotations.append(annotation)
+                manifest_image["annotation_ids"].append(annotation_id)
+                per_class[labels[category_id - 1]][side] += 1
+            if exports.active:
+                exports.add_image(coco_image(image_id, entry.rel_path, entry.width, entry.height), side, image_id,
+                                  annotations)
+        for writer in writers.values():
+            writer.close()
+        summaries = exports.close()
+    finally:
+        exports.shutdown()
+    if write_coco:
+        summaries["coco"] = {"files": [f"annotations/{name}.json" for name in ("all", "train", "val")]}
+    written = {"formats": {name: summaries[name] for name in options.formats},
+               "image_files": {"link": placer.counts["link"], "copy": placer.counts["copy"]}}
+    return manifest_images, per_class, annotation_id, written
 
 
 def _finish(
@@ -446,6 +530,7 @@ def _finish(
     fingerprint_entries: list[tuple[Any, ...]],
     model_versions: Counter[str],
     manifest_images: list[dict[str, Any]],
+    written: dict[str, Any],
 ) -> BuildReport:
     from batchlabel import __version__
     from batchlabel.dataset.mmdet import write_mmdet_config
@@ -466,14 +551,25 @@ def _finish(
                         "instance-segmentation training ignores them; --mask-boxes segments them with SAM")
     if not split.val and options.val_fraction > 0:
         warnings.append(f"only {len(entries)} image(s): no val split (val_fraction {options.val_fraction})")
+    for name, summary in written["formats"].items():
+        if summary.get("box_polygons"):
+            warnings.append(f"{name}: {summary['box_polygons']} objects written as their box polygon "
+                            "(box-only objects, or no polygon outline)")
+        if summary.get("box_only_not_painted"):
+            warnings.append(f"{name}: {summary['box_only_not_painted']} box-only objects not painted (no mask)")
+        if summary.get("over_254_objects_not_painted"):
+            warnings.append(f"{name}: {summary['over_254_objects_not_painted']} objects not painted "
+                            "(more than 254 in one image)")
     for message in warnings:
         log.warning("%s", message)
 
-    config_path = write_mmdet_config(
-        options.template, stage, data_root=out, classes=labels, num_train_images=len(split.train),
-        num_val_images=len(split.val), seed=options.seed, keep_empty=options.keep_empty,
-    )
-    final_config = out / config_path.name
+    final_config: Path | None = None
+    if "coco" in options.formats:
+        config_path = write_mmdet_config(
+            options.template, stage, data_root=out, classes=labels, num_train_images=len(split.train),
+            num_val_images=len(split.val), seed=options.seed, keep_empty=options.keep_empty,
+        )
+        final_config = out / config_path.name
     print_counts = {
         "tasks": counts["tasks"],
         "tasks_unannotated": counts["tasks_unannotated"],
@@ -502,7 +598,9 @@ def _finish(
             "project_model_version": source.project_model_version,
             "storage_root": str(config.storage.root),
         },
-        "options": {**options.output_options(), "config": str(final_config)},
+        "options": {**options.output_options(), "config": str(final_config) if final_config else None},
+        "formats": written["formats"],
+        "image_files": written["image_files"],
         "fingerprint": digest,
         "categories": [{"id": index + 1, "name": name} for index, name in enumerate(labels)],
         "counts": print_counts,
@@ -521,5 +619,5 @@ def _finish(
     return BuildReport(
         status="built", out=out, categories=labels, counts=print_counts, per_class=per_class,
         finding_counts=dict(findings.counts), finding_messages=dict(findings.messages), failures=failures,
-        warnings=warnings, fingerprint=digest,
+        warnings=warnings, fingerprint=digest, formats=written["formats"], image_files=written["image_files"],
     )

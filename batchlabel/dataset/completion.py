@@ -109,6 +109,8 @@ def build_if_complete(
         if_changed=True,
         compare_with=root / LATEST,
         mask_boxes=box_masker is not None,
+        formats=config.dataset.formats,
+        polygon_tolerance_px=config.dataset.polygon_tolerance_px,
     )
     report = build_dataset(config, options, client=ls, box_masker=box_masker)
     if report.status == "unchanged":

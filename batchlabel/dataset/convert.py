@@ -298,9 +298,9 @@ class TaskConverter:
         task_id: int,
         findings: list[Finding],
     ) -> _Region | None:
-        from batchlabel.infer.codecs.box import box_from_percent
-        from batchlabel.infer.codecs.brush import brush_rle_to_mask
-        from batchlabel.infer.codecs.polygon import polygon_from_percent
+        from batchlabel.formats.box import box_from_percent
+        from batchlabel.formats.brush import brush_rle_to_mask
+        from batchlabel.formats.polygon import polygon_from_percent
 
         height, width = size
         value = item.get("value")
@@ -379,7 +379,7 @@ class TaskConverter:
         task_id: int,
         findings: list[Finding],
     ) -> list[CocoObject]:
-        from batchlabel.infer.codecs.polygon import polygons_to_mask
+        from batchlabel.formats.polygon import polygons_to_mask
 
         grouped: dict[tuple[Any, ...], list[_Region]] = {}
         for index, region in enumerate(regions):
@@ -470,7 +470,7 @@ class TaskConverter:
     def _mask_object(
         self, region: _Region, mask: np.ndarray, height: int, width: int, task_id: int, findings: list[Finding]
     ) -> CocoObject:
-        from batchlabel.infer.codecs.coco_rle import coco_rle_area, coco_rle_bbox, mask_to_coco_rle
+        from batchlabel.formats.coco_rle import coco_rle_area, coco_rle_bbox, mask_to_coco_rle
 
         kind = {"brushlabels": "mask", "polygonlabels": "polygon", "rectanglelabels": "mask"}[region.kind]
         segmentation: Any = None
@@ -490,7 +490,7 @@ class TaskConverter:
     def _polygon_segmentation(
         self, region: _Region, mask: np.ndarray, task_id: int, findings: list[Finding]
     ) -> list[list[float]]:
-        from batchlabel.infer.codecs.polygon import mask_to_polygon_parts
+        from batchlabel.formats.polygon import mask_to_polygon_parts
 
         if region.polygons:
             return [np.round(polygon, 3).reshape(-1).tolist() for polygon in region.polygons]

@@ -38,7 +38,7 @@ def segmentation_mask(segmentation: Any, height: int, width: int) -> np.ndarray 
     """(H, W) bool mask of a COCO segmentation (RLE dict or polygon lists); None for a box-only object (``[]``)."""
     from pycocotools import mask as mask_utils
 
-    from batchlabel.infer.codecs.coco_rle import coco_rle_to_mask
+    from batchlabel.formats.coco_rle import coco_rle_to_mask
 
     if isinstance(segmentation, dict):
         return coco_rle_to_mask(segmentation)

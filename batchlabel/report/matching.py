@@ -65,7 +65,7 @@ def iou_matrix(predicted: Sequence[RegionObject], final: Sequence[RegionObject])
     """(P, F) float64 IoU of every predicted object with every final object (mask IoU, box IoU for box-only)."""
     from pycocotools import mask as mask_utils
 
-    from batchlabel.infer.codecs.coco_rle import as_pycocotools
+    from batchlabel.formats.coco_rle import as_pycocotools
 
     ious = np.zeros((len(predicted), len(final)), dtype=np.float64)
     if not predicted or not final:

@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from batchlabel.infer.codecs.box import BoxXYXY, box_from_percent, box_to_percent, mask_to_box_xyxy
-from batchlabel.infer.codecs.brush import brush_rle_to_mask, mask_to_brush_rle
-from batchlabel.infer.codecs.polygon import (
+from batchlabel.formats.box import BoxXYXY, box_from_percent, box_to_percent, mask_to_box_xyxy
+from batchlabel.formats.brush import brush_rle_to_mask, mask_to_brush_rle
+from batchlabel.formats.polygon import (
     mask_to_polygon_parts,
     polygon_from_percent,
     polygon_to_percent,
@@ -302,7 +302,7 @@ def _number(what: str, value: Mapping[str, Any], key: str) -> float:
 def parse_result_mask(item: Mapping[str, Any]) -> tuple[str, np.ndarray]:
     """A ``brushlabels`` or ``polygonlabels`` item -> (label, (H, W) bool mask at original_height x original_width).
 
-    Polygons are rasterised with :func:`~batchlabel.infer.codecs.polygon.polygons_to_mask` (pixels whose centre is
+    Polygons are rasterised with :func:`~batchlabel.formats.polygon.polygons_to_mask` (pixels whose centre is
     inside or on an edge). Raises :class:`ResultFormatError` naming what is wrong.
     """
     result_type, value, height, width = _check_item(item, (BRUSH, POLYGON))

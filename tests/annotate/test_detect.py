@@ -44,7 +44,7 @@ def _voc_metrics(objects: list, voc: dict) -> dict[str, dict[str, float]]:
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    from batchlabel.infer.codecs.coco_rle import mask_to_coco_rle
+    from batchlabel.formats.coco_rle import mask_to_coco_rle
 
     height, width = voc["rgb"].shape[:2]
     names = sorted(set(VOC_NAMES.values()))

@@ -9,7 +9,7 @@ import pytest
 
 from batchlabel.dataset.convert import TaskConverter
 from batchlabel.dataset.ls_export import DatasetError, ExportFormatError, select_annotation
-from batchlabel.infer.codecs.coco_rle import coco_rle_to_mask
+from batchlabel.formats.coco_rle import coco_rle_to_mask
 from batchlabel.sync.label_config import ControlNames
 from batchlabel.sync.results import object_results
 from tests.dataset import helpers

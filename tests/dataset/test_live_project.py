@@ -106,7 +106,8 @@ def test_build_if_complete_waits_for_the_last_task_then_versions(
     label_studio: Any, make_config: Callable[..., Config], tmp_path: Path
 ) -> None:
     config = make_config(storage={"root": str(label_studio.document_root)}, label_studio={"labels": LABELS},
-                         dataset={"out": str(tmp_path / "datasets"), "val_fraction": 0.0})
+                         dataset={"out": str(tmp_path / "datasets"), "val_fraction": 0.0,
+                                  "formats": ["coco", "yolo"]})
     task_ids, mask = half_annotated_project(label_studio, config, f"complete-{uuid.uuid4().hex[:8]}")
 
     assert build_if_complete(config, rule=CompletionRule("all"), client=label_studio.client) is None
@@ -119,4 +120,6 @@ def test_build_if_complete_waits_for_the_last_task_then_versions(
     assert full is not None and full.name.startswith("v0002-")
     assert (tmp_path / "datasets" / "latest").resolve() == full.resolve()
     assert json.loads((full / "manifest.json").read_text())["counts"]["images"] == 2
+    assert list(json.loads((full / "manifest.json").read_text())["formats"]) == ["coco", "yolo"]  # the config's
+    assert len(list((full / "yolo" / "labels" / "train").glob("*.txt"))) == 2
     assert build_if_complete(config, rule=CompletionRule("all"), client=label_studio.client) is None  # unchanged

@@ -11,7 +11,7 @@ import pytest
 from batchlabel.config import parse_config
 from batchlabel.dataset.builder import BuildOptions, build_dataset
 from batchlabel.dataset.mask_boxes import sam_box_masker
-from batchlabel.infer.codecs.coco_rle import coco_rle_to_mask
+from batchlabel.formats.coco_rle import coco_rle_to_mask
 from batchlabel.infer.store import EmbeddingStore
 from tests.dataset import helpers
 

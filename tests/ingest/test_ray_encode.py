@@ -151,7 +151,7 @@ def _by_name(tasks: list[dict]) -> dict[str, dict]:
 def _assert_same_predictions(ours: list[dict], theirs: list[dict], name: str) -> None:
     """Equal up to float noise: the actor decodes with one torch thread, this process with two (sums in another
     order), so scores may differ in the last digit and a mask by a few edge pixels."""
-    from batchlabel.infer.codecs.brush import brush_rle_to_mask
+    from batchlabel.formats.brush import brush_rle_to_mask
 
     assert len(ours) == len(theirs), name
     for mine, other in zip(ours, theirs, strict=True):

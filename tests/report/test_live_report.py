@@ -58,7 +58,7 @@ def test_report_on_a_reviewed_live_project(
     from batchlabel.cli import main
     from batchlabel.commands.ingest import run_command
     from batchlabel.commands.report import build_report
-    from batchlabel.infer.codecs.box import mask_to_box_xyxy
+    from batchlabel.formats.box import mask_to_box_xyxy
     from batchlabel.serve.app import create_app
     from batchlabel.sync.client import find_project, iter_tasks, rel_path_from_url, request_json
     from batchlabel.sync.label_config import generate_label_config

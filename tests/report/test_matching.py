@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from batchlabel.infer.codecs.coco_rle import mask_to_coco_rle
+from batchlabel.formats.coco_rle import mask_to_coco_rle
 from batchlabel.report.matching import RegionObject, iou_matrix, match_task
 from batchlabel.report.metrics import Scope
 

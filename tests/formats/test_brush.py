@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from label_studio_sdk.converter.brush import decode_rle, encode_rle, mask2rle
 
-from batchlabel.infer.codecs.brush import (
+from batchlabel.formats.brush import (
     brush_rle_to_mask,
     decode_byte_runs,
     encode_byte_runs,

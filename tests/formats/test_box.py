@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from batchlabel.infer.codecs.box import (
+from batchlabel.formats.box import (
     box_from_percent,
     box_to_percent,
     box_xywh_from_xyxy,

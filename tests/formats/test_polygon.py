@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from batchlabel.infer.codecs.polygon import (
+from batchlabel.formats.polygon import (
     mask_to_polygon_parts,
     mask_to_polygons,
     polygon_from_percent,
@@ -167,3 +167,35 @@ def test_rasteriser_fills_centres_inside_and_uses_even_odd() -> None:
     assert filled.all()
     with_hole = polygons_to_mask([outer, inner], 10, 10)
     assert not with_hole[4:6, 4:6].any() and with_hole[0].all()
+
+
+def test_edge_outlines_sit_a_quarter_pixel_inside_the_pixel_edges() -> None:
+    mask = np.zeros((10, 10), bool)
+    mask[2:5, 3:5] = True  # rows 2..4, columns 3..4
+    (part,) = mask_to_polygon_parts(mask, tolerance_px=0, min_area_px=0, outline="edges")
+    assert sorted(map(tuple, part.outer.tolist())) == [(3.25, 2.25), (3.25, 4.75), (4.75, 2.25), (4.75, 4.75)]
+    one = np.zeros((4, 4), bool)
+    one[1, 2] = True
+    assert len(mask_to_polygon_parts(one, tolerance_px=1, min_area_px=0, outline="edges")) == 1
+    with pytest.raises(ValueError, match="outline"):
+        mask_to_polygon_parts(mask, outline="corners")  # type: ignore[arg-type]
+
+
+def test_a_zero_width_cut_keeps_holes_and_parts_for_even_odd_filling() -> None:
+    from batchlabel.formats.polygon import bridge_rings, part_ring, single_ring
+
+    mask = _parts_with_holes()
+    parts = mask_to_polygon_parts(mask, tolerance_px=0, min_area_px=0)
+    separate = polygons_to_mask([ring for part in parts for ring in (part.outer, *part.holes)], *mask.shape)
+    joined = single_ring(parts)
+    assert joined is not None and joined.shape[1] == 2
+    assert len(joined) == sum(len(r) + 2 for p in parts for r in (p.outer, *p.holes)) - 2
+    drawn = polygons_to_mask([joined], *mask.shape)
+    assert not (separate & ~drawn).any()  # nothing lost; only the cuts' edge pixels are added
+    assert _iou(drawn, separate) > 0.97
+    ring = part_ring(parts[0])
+    assert len(ring) == len(parts[0].outer) + sum(len(h) + 2 for h in parts[0].holes)
+    assert single_ring([]) is None
+    square = np.array([[0, 0], [4, 0], [4, 4], [0, 4]], float)
+    far = square + 10
+    assert bridge_rings(square, far).tolist()[:3] == [[0, 0], [4, 0], [4, 4]]

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from batchlabel.infer.codecs.box import box_xywh_from_xyxy, mask_to_box_xyxy
-from batchlabel.infer.codecs.coco_rle import coco_rle_area, coco_rle_bbox, coco_rle_to_mask, mask_to_coco_rle
+from batchlabel.formats.box import box_xywh_from_xyxy, mask_to_box_xyxy
+from batchlabel.formats.coco_rle import coco_rle_area, coco_rle_bbox, coco_rle_to_mask, mask_to_coco_rle
 
 
 def _masks() -> dict[str, np.ndarray]:

@@ -31,6 +31,11 @@ def coco_image(image_id: int, file_name: str, width: int, height: int) -> dict[s
     return {"id": image_id, "file_name": file_name, "width": width, "height": height}
 
 
+def encode_entry(entry: dict[str, Any] | None) -> str:
+    """The compact JSON text of one ``images`` or ``annotations`` entry, as :class:`CocoWriter` writes it."""
+    return json.dumps(entry, separators=_SEPARATORS)
+
+
 class CocoWriter:
     """Streams one COCO JSON file: :meth:`add_image` for every image, then :meth:`add_annotation` for every object.
 
@@ -54,19 +59,21 @@ class CocoWriter:
         self._write(image)
         self.num_images += 1
 
-    def add_annotation(self, annotation: dict[str, Any]) -> None:
+    def add_annotation(self, annotation: dict[str, Any] | None, *, encoded: str | None = None) -> None:
+        """Write one annotation: the dict, or ``encoded``, its :func:`encode_entry` text (one encoding written to
+        several files)."""
         if self._phase == "images":
             self._file.write('],"annotations":[')
             self._phase = "annotations"
             self._first = True
-        self._write(annotation)
+        self._write(annotation, encoded)
         self.num_annotations += 1
 
-    def _write(self, entry: dict[str, Any]) -> None:
+    def _write(self, entry: dict[str, Any] | None, encoded: str | None = None) -> None:
         if not self._first:
             self._file.write(",")
         self._first = False
-        self._file.write(json.dumps(entry, separators=_SEPARATORS))
+        self._file.write(encode_entry(entry) if encoded is None else encoded)
 
     def close(self) -> None:
         if self._file.closed:
