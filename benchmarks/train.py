@@ -52,7 +52,7 @@ def measure(base: Path, imgsz: int, args: argparse.Namespace, tmp: Path) -> dict
     result = trainer.train(data_yaml, base, tmp / f"out-{imgsz}", epochs=args.epochs, imgsz=imgsz,
                            device=args.device, batch=args.batch, on_epoch=on_epoch)
     train_images = sum(1 for index in range(len(images)) if index % 4 != 3)
-    per_epoch = [later - earlier for earlier, later in zip([0.0, *epochs_s], epochs_s)]
+    per_epoch = [later - earlier for earlier, later in zip([0.0, *epochs_s], epochs_s, strict=False)]
     steady = per_epoch[1:] or per_epoch  # the first epoch includes the dataset scan and warm-up
     mean_epoch_s = sum(steady) / len(steady)
     return {"imgsz": imgsz, "device": resolve_train_device(args.device), "images": len(images),
@@ -76,8 +76,9 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))  # batchlabel.learn and the tests' synthetic images, from this checkout
     import torch
 
-    report: dict[str, Any] = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
-                              "torch": torch.__version__, "threads": torch.get_num_threads(),
+    report: dict[str, Any] = {"machine": platform.processor() or platform.machine(),
+                              "python": platform.python_version(), "torch": torch.__version__,
+                              "threads": torch.get_num_threads(),
                               "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     try:
         import ultralytics
