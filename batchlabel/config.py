@@ -270,12 +270,32 @@ class AutoBuildConfig(_Section):
     check_every_s: float = Field(default=60.0, gt=0)
 
 
+#: The formats ``build-dataset`` writes (``dataset.formats``, ``--format``): COCO RLE, COCO polygons, Ultralytics
+#: YOLO segment, Pascal VOC segmentation PNGs.
+DatasetFormat = Literal["coco", "coco-polygon", "yolo", "voc"]
+DATASET_FORMATS: tuple[str, ...] = ("coco", "coco-polygon", "yolo", "voc")
+
+
 class DatasetConfig(_Section):
     out: Path = Path("dataset")
     template: Literal["mask-rcnn_r50_fpn", "rtmdet-ins_s"] = "mask-rcnn_r50_fpn"
     val_fraction: float = Field(default=0.2, ge=0, lt=1)
     seed: int = 0
+    formats: tuple[DatasetFormat, ...] = Field(
+        default=("coco",), min_length=1, description="the formats written, each once: coco, coco-polygon, yolo, voc"
+    )
+    polygon_tolerance_px: float = Field(
+        default=0.25, ge=0, description="how far an exported polygon may stray from its mask's outline, in pixels"
+    )
     auto_build: AutoBuildConfig = AutoBuildConfig()
+
+    @field_validator("formats")
+    @classmethod
+    def _formats_once(cls, formats: tuple[str, ...]) -> tuple[str, ...]:
+        repeated = sorted({name for name in formats if formats.count(name) > 1})
+        if repeated:
+            raise ValueError(f"formats listed more than once: {repeated}")
+        return formats
 
 
 class TrainConfig(_Section):
