@@ -308,7 +308,7 @@ class TrainConfig(_Section):
     )
     epochs: int = Field(default=20, gt=0)
     imgsz: int = Field(default=320, ge=32, description="training image size (longest side, pixels)")
-    batch: int = Field(default=8, gt=0, description="images per training step")
+    batch: int = Field(default=4, gt=0, description="images per training step")
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
     min_reviewed: int = Field(default=10, gt=0, description="refuse to train on fewer reviewed tasks")
     every_n_annotations: int = Field(

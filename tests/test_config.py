@@ -150,7 +150,7 @@ def test_a_hub_id_checkpoint_stays_a_hub_id_and_paths_resolve(tmp_path: Path) ->
 def test_the_train_section_has_cpu_defaults_resolves_base_and_validates_every_key(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, minimal()), environ={})
     train = config.train
-    assert (train.base, train.epochs, train.imgsz, train.batch, train.device) == (None, 20, 320, 8, "auto")
+    assert (train.base, train.epochs, train.imgsz, train.batch, train.device) == (None, 20, 320, 4, "auto")
     assert (train.min_reviewed, train.every_n_annotations) == (10, 0)
     assert config.models_dir == config.cache.dir / "models"
     config = load_config(write(tmp_path, minimal(train={"base": "weights/yolo11n.pt", "device": "cuda:1"})), environ={})

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 _LOCK = threading.Lock()
 _DETECTORS: dict[str, Detector] = {}
 _TIMINGS: dict[str, list[float]] = {}
+_WARNED_UNTRAINED: set[str] = set()  # trained model versions whose missing labels were named once
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,10 @@ def resolve_trained(config: Config, labels: Sequence[str]) -> tuple[DetectorConf
         )
     known = tuple(label for label in labels if label in model.trained_classes)
     missing = [label for label in labels if label not in model.trained_classes]
-    if missing:
+    with _LOCK:
+        first_time = missing and model.version not in _WARNED_UNTRAINED
+        _WARNED_UNTRAINED.add(model.version)
+    if first_time:
         log.warning("trained model %s was not trained on labels %s; it predicts only %s", model.version, missing,
                     list(known))
     return detector.model_copy(update={"model": str(model.weights), "kind": "ultralytics"}), known, model.version

@@ -126,7 +126,7 @@ def reviewed_data(config: Config, work: Path, *, client: Any | None = None) -> R
         raise TrainRefusedError(f"project {project!r} has no reviewed task (no submitted annotation): review at "
                                 f"least train.min_reviewed = {config.train.min_reviewed} tasks in Label Studio first")
     out = work / "dataset"
-    options = BuildOptions(out=out, from_export=export, formats=("yolo",), keep_empty=True,  # type: ignore[call-arg]
+    options = BuildOptions(out=out, from_export=export, formats=("yolo",), keep_empty=True,
                            val_fraction=config.dataset.val_fraction, seed=config.dataset.seed)
     try:
         report = build_dataset(config, options, client=client)
@@ -205,8 +205,9 @@ def train_project(config: Config, trainer: Trainer, *, epochs: int | None = None
             raise TrainRefusedError(
                 f"project {project!r} has {data.reviewed_tasks} reviewed task(s); train.min_reviewed is "
                 f"{settings.min_reviewed}: review more tasks (or lower train.min_reviewed)")
-        warnings = list(data.warnings)
         untrained = [label for label, number in data.objects_per_label.items() if number == 0]
+        said_below = {f"class {label!r} has no objects" for label in untrained}
+        warnings = [message for message in data.warnings if message not in said_below]
         for label in untrained:
             warnings.append(f"label {label!r} has no reviewed example: trained without it (it predicts nothing)")
         digest = hashlib.sha256(f"{data.digest} base={file_sha256(base)}".encode()).hexdigest()

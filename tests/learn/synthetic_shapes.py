@@ -41,8 +41,11 @@ def ring_with_cross(size: int) -> np.ndarray:
 
 
 def _backgrounds() -> list[np.ndarray]:
-    import skimage.data
-
+    """scikit-image's photos; without scikit-image (a bare benchmark machine), smooth random textures instead."""
+    try:
+        import skimage.data
+    except ImportError:
+        return _textures(len(BACKGROUNDS))
     found = []
     for name in BACKGROUNDS:
         loader = getattr(skimage.data, name, None)
@@ -52,6 +55,17 @@ def _backgrounds() -> list[np.ndarray]:
         if image.ndim == 2:
             image = np.stack([image] * 3, axis=-1)
         found.append(image[..., :3].astype(np.uint8))
+    return found
+
+
+def _textures(count: int, size: int = 512) -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    found = []
+    for _ in range(count):
+        coarse = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+        smooth = np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC)).astype(np.int16)
+        noise = rng.integers(-20, 21, size=smooth.shape)
+        found.append(np.clip(smooth + noise, 0, 255).astype(np.uint8))
     return found
 
 

@@ -27,7 +27,7 @@ from tests.learn.synthetic_shapes import SHAPE_LABEL, recall_precision, synthesi
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 
 IMAGES, REVIEWED = 30, 20
-EPOCHS = 12
+EPOCHS = 20
 
 
 def run_cli(*args: str, log_dir: Path, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
@@ -103,7 +103,7 @@ def test_train_learns_a_new_class_from_reviewed_tasks_and_pre_annotates_the_rest
     assert killed.returncode == -signal.SIGKILL
     assert list_models(config.models_dir, config.label_studio.project) == []  # nothing half-written is listed
 
-    trained = run_cli("train", str(config_path), "--json", log_dir=tmp_path)
+    trained = run_cli("train", str(config_path), "--json", log_dir=tmp_path, timeout_s=600)
     assert trained.returncode == 0, trained.stderr
     summary = json.loads(trained.stdout)
     version = summary["model_version"]
@@ -133,7 +133,7 @@ def test_train_learns_a_new_class_from_reviewed_tasks_and_pre_annotates_the_rest
     project = ls.projects.get(id=after[f"{images[0].name}.png"]["project"])
     assert version in project.model_version  # the project shows the new version
 
-    again = run_cli("train", str(config_path), "--json", log_dir=tmp_path)
+    again = run_cli("train", str(config_path), "--json", log_dir=tmp_path, timeout_s=600)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["status"] == "unchanged"
     assert json.loads(again.stdout)["repredict"]["requeued"] == 0  # once per model version
