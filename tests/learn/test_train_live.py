@@ -27,7 +27,7 @@ from tests.learn.synthetic_shapes import SHAPE_LABEL, recall_precision, synthesi
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 
 IMAGES, REVIEWED = 30, 20
-EPOCHS = 20
+EPOCHS = 30
 
 
 def run_cli(*args: str, log_dir: Path, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
@@ -75,7 +75,7 @@ def test_train_learns_a_new_class_from_reviewed_tasks_and_pre_annotates_the_rest
         label_studio: Any, make_config: Any, yolo11n: Path, tmp_path: Path) -> None:
     config = make_config(
         label_studio={"labels": [SHAPE_LABEL, "spare"]},
-        preannotate={"mode": "detect", "default_label": SHAPE_LABEL, "detector": {"model": "trained"},
+        preannotate={"mode": "detect", "default_label": SHAPE_LABEL, "detector": {"model": "trained", "min_score": 0.5},
                      "outputs": ["brush", "rectangle"]},
         train={"base": str(yolo11n), "epochs": EPOCHS, "imgsz": 320, "device": "cpu", "min_reviewed": 10},
     )

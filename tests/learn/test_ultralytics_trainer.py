@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from batchlabel.learn.trainer import BaseWeightsError, EpochProgress
-from batchlabel.learn.ultralytics_trainer import UltralyticsTrainer
+from batchlabel.learn.ultralytics_trainer import UltralyticsTrainer, warmup_epochs
 from tests.learn.synthetic_shapes import synthesise, write_yolo_folder
 
 
@@ -40,3 +40,10 @@ def test_a_missing_or_corrupt_base_is_refused_naming_the_file(tmp_path: Path) ->
         pytest.skip("the batchlabel[ultralytics] extra is not installed (make install)")
     with pytest.raises(BaseWeightsError, match=r"corrupt.pt: train.base is not a loadable Ultralytics checkpoint"):
         trainer.check_base(corrupt)
+
+
+@pytest.mark.parametrize(("images", "batch", "epochs", "expected"),
+                         [(16, 4, 20, 0.0), (16, 8, 20, 0.0), (1000, 8, 20, 3.0), (0, 4, 1, 0.0)])
+def test_no_warm_up_when_the_training_is_shorter_than_ultralytics_warm_up_floor(
+        images: int, batch: int, epochs: int, expected: float) -> None:
+    assert warmup_epochs(images, batch=batch, epochs=epochs) == expected
