@@ -84,9 +84,9 @@ def ultralytics_utils(tmp_path_factory: pytest.TempPathFactory) -> object:
     """``ultralytics.data.utils``, imported offline the way batchlabel's detector imports Ultralytics."""
     if importlib.util.find_spec("ultralytics") is None:
         pytest.skip("the batchlabel[ultralytics] extra is not installed (make install)")
-    from batchlabel.annotate.detectors.ultralytics import _import_yolo
+    from batchlabel.annotate.detectors.ultralytics import import_yolo
 
-    _import_yolo(tmp_path_factory.mktemp("ultralytics-settings"))
+    import_yolo(tmp_path_factory.mktemp("ultralytics-settings"))
     from ultralytics.data import utils
 
     return utils
@@ -155,7 +155,7 @@ def ultralytics_join_iou(mask: np.ndarray, utils: object) -> float:
 @needs_ultralytics
 def test_yolo_trains_one_epoch_on_the_export(tmp_path: Path, ultralytics_utils: object) -> None:
     """A trainer really reads the export: YOLO11n-seg from its yaml (no weights), one epoch at 128 px on the CPU."""
-    from batchlabel.annotate.detectors.ultralytics import _import_yolo
+    from batchlabel.annotate.detectors.ultralytics import import_yolo
 
     root = tmp_path / "root"
     masks = helpers.synthetic_masks(128, 128)
@@ -170,7 +170,7 @@ def test_yolo_trains_one_epoch_on_the_export(tmp_path: Path, ultralytics_utils: 
     build_dataset(helpers.offline_config(root, out, LABELS),
                   BuildOptions(out=out, from_export=helpers.write_export(tmp_path / "e.json", tasks),
                                val_fraction=0.34, formats=("yolo",)))
-    yolo = _import_yolo(tmp_path / "settings")
+    yolo = import_yolo(tmp_path / "settings")
     model = yolo("yolo11n-seg.yaml")
     model.train(data=str(out / "yolo" / "data.yaml"), epochs=1, imgsz=128, batch=4, workers=0, device="cpu",
                 plots=False, amp=False, project=str(tmp_path / "runs"), name="one-epoch", exist_ok=True,
