@@ -37,6 +37,7 @@ def build_report(config: Config, *, from_export: Path | None = None, uncertain: 
     from batchlabel.dataset.convert import TaskConverter
     from batchlabel.dataset.ls_export import DatasetError, image_data_key, iter_export_tasks
     from batchlabel.report.diverse import collect_unreviewed
+    from batchlabel.report.learning import add_learning_curve, trained_model_counts
     from batchlabel.report.metrics import ReportCollector, report_json
     from batchlabel.report.routing import ensure_diverse_tab, ensure_uncertain_tab, least_certain, write_diverse_ranks
     from batchlabel.report.source import report_source
@@ -83,6 +84,7 @@ def build_report(config: Config, *, from_export: Path | None = None, uncertain: 
                  "exported_at": source.exported_at}
     report = report_json(data, manual_s_per_object=config.report.manual_s_per_object,
                          baseline_source=config.report.baseline_source, source=described, uncertain=listed)
+    add_learning_curve(report, trained_model_counts(config.cache.dir))
     if diverse is not None:
         report["diverse"] = _diverse(config, unreviewed_images, diverse, label_studio_url=url,
                                      project_id=project_id if isinstance(project_id, int) else None)
@@ -135,7 +137,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines += [header, *rows(report["labels"])]
     if len(report["model_versions"]) > 1:
         for version, scope in report["model_versions"].items():
-            lines += [f"model version {version or '(none)'}:", header, *rows(scope["labels"])]
+            lines += [f"model version {version or '(none)'}{_trained_on_text(scope)}:", header, *rows(scope["labels"])]
+    lines += _learning_curve_lines(report)
     time = report["time"]
     saved = report["time_saved_estimate"]
     lines.append(f"lead time: median {time['median_lead_time_s_per_task']} s per task, "
@@ -151,6 +154,26 @@ def format_report(report: dict[str, Any]) -> str:
     for failure in report["failures"][:20]:
         lines.append(f"  failed: {failure}")
     return "\n".join(lines)
+
+
+def _trained_on_text(scope: dict[str, Any]) -> str:
+    count = scope.get("trained_on_reviewed_tasks")
+    return "" if count is None else f" (trained on {count} reviewed tasks)"
+
+
+def _learning_curve_lines(report: dict[str, Any]) -> list[str]:
+    """Acceptance per model version, with the reviewed tasks each was trained on ("-": not a trained model)."""
+    curve = report.get("learning_curve") or []
+    if not any(row["trained_on_reviewed_tasks"] is not None for row in curve):
+        return []
+    lines = ["learning curve (acceptance per model version):",
+             f"  {'trained on':>10}{'reviewed':>10}{'accepted':>10}{'acceptance':>12}  model version"]
+    for row in curve:
+        trained = "-" if row["trained_on_reviewed_tasks"] is None else str(row["trained_on_reviewed_tasks"])
+        acceptance = "-" if row["acceptance"] is None else f"{row['acceptance']:.3f}"
+        lines.append(f"  {trained:>10}{row['reviewed_objects']:>10}{row['accepted']:>10}{acceptance:>12}  "
+                     f"{row['model_version'] or '(none)'}")
+    return lines
 
 
 def _diverse_lines(diverse: dict[str, Any] | None) -> list[str]:
