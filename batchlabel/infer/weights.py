@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 import warnings
 from pathlib import Path
+from typing import Protocol
 
 from batchlabel.config import default_weights_dir
 from batchlabel.infer.model_registry import ModelSpec
@@ -30,6 +31,19 @@ DOWNLOAD_TIMEOUT_S = 30.0
 
 class WeightsUnavailableError(RuntimeError):
     """A checkpoint could not be found, downloaded or verified. The message says which file to put where."""
+
+
+class VerifiedFile(Protocol):
+    """What a download is checked against: a :class:`ModelSpec`, or another official file (e.g. a detector's)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def filename(self) -> str: ...
+    @property
+    def size_bytes(self) -> int | None: ...
+    @property
+    def sha256(self) -> str | None: ...
 
 
 
@@ -100,7 +114,7 @@ def _verify(spec: ModelSpec, path: Path, *, remember: bool = False) -> str | Non
     return None
 
 
-def _offline_hint(spec: ModelSpec, target: Path, url: str | None) -> str:
+def _offline_hint(spec: VerifiedFile, target: Path, url: str | None) -> str:
     size = f"{spec.size_bytes} bytes" if spec.size_bytes is not None else "size unknown"
     sha = spec.sha256 or "unknown"
     source = f" from {url}" if url else ""
@@ -110,8 +124,9 @@ def _offline_hint(spec: ModelSpec, target: Path, url: str | None) -> str:
     )
 
 
-def _download(url: str, spec: ModelSpec, target: Path) -> None:
-    """Download ``url`` into ``target`` via a temp file in the same folder; verify; rename atomically."""
+def download_verified(url: str, spec: VerifiedFile, target: Path) -> None:
+    """Download ``url`` into ``target`` via a temp file in the same folder; verify size and sha256 against ``spec``;
+    rename atomically (progress bar on a terminal). Raises :class:`WeightsUnavailableError` (nothing left behind)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     from tqdm import tqdm
 
@@ -228,6 +243,6 @@ def resolve_checkpoint(
         raise WeightsUnavailableError(
             f"{target}: no download URL for {spec.name}; {_offline_hint(spec, target, None)}"
         )
-    _download(url, spec, target)
+    download_verified(url, spec, target)
     return target
 
