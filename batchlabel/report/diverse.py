@@ -69,14 +69,19 @@ def k_center_order(vectors: np.ndarray, count: int) -> list[tuple[int, float | N
     total = points.shape[0]
     if count <= 0 or total == 0:
         return []
+    squared = np.einsum("ij,ij->i", points, points)
+
+    def distances_to(row: int) -> np.ndarray:  # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b: one product, no (N, D) copy
+        return np.sqrt(np.maximum(squared + squared[row] - 2.0 * (points @ points[row]), 0.0))
+
     first = int(np.argmax(np.linalg.norm(points - points.mean(axis=0), axis=1)))  # argmax: lowest index on ties
     order: list[tuple[int, float | None]] = [(first, None)]
-    nearest = np.linalg.norm(points - points[first], axis=1)
+    nearest = distances_to(first)
     nearest[first] = -np.inf
     for _ in range(min(count, total) - 1):
         chosen = int(np.argmax(nearest))
         order.append((chosen, float(nearest[chosen])))
-        nearest = np.minimum(nearest, np.linalg.norm(points - points[chosen], axis=1))  # chosen rows stay -inf
+        nearest = np.minimum(nearest, distances_to(chosen))  # chosen rows stay -inf
         nearest[chosen] = -np.inf
     return order
 
