@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = "pip install 'batchlabel[ultralytics]' (or `make install`, which installs it for the tests)"
 
 
-def _import_yolo(settings_dir: Path) -> Any:
+def import_yolo(settings_dir: Path) -> Any:
     """Import Ultralytics' ``YOLO`` offline and without side effects on the rest of the process.
 
     Its import replaces ``PIL.Image.open`` process-wide with a wrapper that, on any file Pillow cannot identify,
@@ -66,19 +66,20 @@ class UltralyticsDetector:
         settings_dir: Ultralytics' settings folder (under batchlabel's cache).
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         max_objects: at most this many boxes per image (``max_det``).
+        name: what ``detector_id`` calls the weights (default: the file's stem; a trained model's version).
     """
 
     kind = "ultralytics"
     slow_on_cpu_s = 0.0
 
     def __init__(self, checkpoint: Path, queries: Mapping[str, tuple[str, ...]], *, settings_dir: Path,
-                 device: str = "cpu", max_objects: int = 100) -> None:
+                 device: str = "cpu", max_objects: int = 100, name: str | None = None) -> None:
         if not checkpoint.is_file():
             raise DetectorUnavailableError(
                 f"{checkpoint}: preannotate.detector.model file not found (expected an Ultralytics .pt checkpoint, "
                 "e.g. yolo11n.pt)"
             )
-        yolo = _import_yolo(settings_dir)
+        yolo = import_yolo(settings_dir)
         try:
             self._model = yolo(str(checkpoint), task="detect")
         except Exception as error:  # ultralytics raises many kinds for a bad file; name the file and the reason
@@ -99,7 +100,7 @@ class UltralyticsDetector:
         self.queries: Mapping[str, tuple[str, ...]] = dict(queries)
         self.device = device
         self.max_objects = max_objects
-        self.detector_id = f"ultralytics:{checkpoint.stem}@{file_digest(str(checkpoint))}"
+        self.detector_id = f"ultralytics:{name or checkpoint.stem}@{file_digest(str(checkpoint))}"
 
     def detect(self, images: Sequence[np.ndarray], *, min_score: float) -> list[list[Detection]]:
         """Boxes of the queried classes in each HWC uint8 RGB image, XYXY pixels of that image."""
