@@ -84,7 +84,7 @@ def build_report(config: Config, *, from_export: Path | None = None, uncertain: 
                  "exported_at": source.exported_at}
     report = report_json(data, manual_s_per_object=config.report.manual_s_per_object,
                          baseline_source=config.report.baseline_source, source=described, uncertain=listed)
-    add_learning_curve(report, trained_model_counts(config.cache.dir))
+    add_learning_curve(report, trained_model_counts(config.models_dir, config.label_studio.project))
     if diverse is not None:
         report["diverse"] = _diverse(config, unreviewed_images, diverse, label_studio_url=url,
                                      project_id=project_id if isinstance(project_id, int) else None)

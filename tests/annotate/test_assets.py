@@ -120,4 +120,5 @@ def test_the_worked_example_detects_with_yolo11n() -> None:
     assert raw["model"]["name"] == "sam_vit_b"
     assert raw["preannotate"]["mode"] == "detect"
     assert Path(raw["preannotate"]["detector"]["model"]).name == YOLO11N.filename  # fetched by `make samples`
+    assert raw["train"]["base"] == raw["preannotate"]["detector"]["model"]  # `batchlabel train` starts from it
     assert YOLO11N.url == "https://github.com/ultralytics/assets/releases/download/v8.3.0/yolo11n.pt"

@@ -20,21 +20,29 @@ TRAINED_VERSION = f"batchlabel litemedsam@79d8c9dc detect ultralytics:{TRAINED}@
 COCO_VERSION = "batchlabel litemedsam@79d8c9dc detect ultralytics:yolo11n@0ebbc80d brush+rectangle"
 
 
-def _manifest(cache: Path, project: str, folder: str, data: Any) -> None:
-    path = cache / "models" / project / folder / "manifest.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(data if isinstance(data, str) else json.dumps(data))
+def _publish(models_dir: Path, project: str, version: str, reviewed_tasks: int) -> None:
+    """A model as ``batchlabel train`` publishes it (weights.pt + manifest.json, renamed into place)."""
+    from batchlabel.annotate.trained_models import partial_dir, publish_model
+
+    partial = partial_dir(models_dir, project, version)
+    weights = partial / "weights.pt"
+    weights.write_bytes(b"not read by the report")
+    publish_model(partial, weights, {"version": version, "reviewed_tasks": reviewed_tasks,
+                                     "created": "2026-12-04T12:00:00+00:00"})
 
 
-def test_trained_model_counts_reads_every_manifest(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    assert trained_model_counts(tmp_path) == {}  # no models folder
-    _manifest(tmp_path, "cats", TRAINED, {"model_version": TRAINED, "reviewed_tasks": 20, "reviewed_task_ids": [1]})
-    _manifest(tmp_path, "7", "yolo11n-ft-12-aaaaaa", {"reviewed_task_ids": list(range(12))})  # older keys
-    _manifest(tmp_path, "cats", "broken", "{not json")
-    (tmp_path / "models" / "cats" / ".training-tmp").mkdir()  # a training in progress: no manifest yet
+def test_trained_model_counts_reads_the_projects_models(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    models = tmp_path / "models"
+    assert trained_model_counts(models, "cats") == {}  # no models folder
+    _publish(models, "cats", TRAINED, 20)
+    _publish(models, "cats", "yolo11n-ft-12-aaaaaa", 12)
+    _publish(models, "dogs", "yolo11n-ft-30-bbbbbb", 30)  # another project's
+    broken = models / "cats" / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{not json")
     with caplog.at_level(logging.WARNING):
-        assert trained_model_counts(tmp_path) == {TRAINED: 20, "yolo11n-ft-12-aaaaaa": 12}
-    assert "broken/manifest.json: not a readable model manifest" in caplog.text
+        assert trained_model_counts(models, "cats") == {TRAINED: 20, "yolo11n-ft-12-aaaaaa": 12}
+    assert "broken: not a complete trained model" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -73,10 +81,10 @@ def _config(tmp_path: Path) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({
         "storage": {"root": str(tmp_path / "root")},
-        "label_studio": {"url": "http://127.0.0.1:9", "labels": ["cat", "person"]},
+        "label_studio": {"url": "http://127.0.0.1:9", "labels": ["cat", "person"], "project": "cats"},
         "cache": {"dir": str(tmp_path / "cache")},
     }))
-    _manifest(tmp_path / "cache", "cats", TRAINED, {"model_version": TRAINED, "reviewed_tasks": 20})
+    _publish(tmp_path / "cache" / "models", "cats", TRAINED, 20)
     from PIL import Image
 
     (tmp_path / "root" / "img").mkdir()
