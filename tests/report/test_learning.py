@@ -15,9 +15,11 @@ from batchlabel.cli import main
 from batchlabel.report.learning import trained_model_counts, trained_on
 
 TRAINED = "yolo11n-ft-20-3fa9c2"
-#: batchlabel's prediction model_version names the detector among the model, mode and outputs.
-TRAINED_VERSION = f"batchlabel litemedsam@79d8c9dc detect ultralytics:{TRAINED}@0ebbc80d brush+rectangle"
-COCO_VERSION = "batchlabel litemedsam@79d8c9dc detect ultralytics:yolo11n@0ebbc80d brush+rectangle"
+#: batchlabel's prediction model_version names the detector (annotate.detect.model_version_part) among the model,
+#: mode and outputs; a trained model's detector_id carries its version.
+DETECT = "classes@1a2b3c4d conf>=0.25 overlap<=0.7 max=100 brush+rectangle"
+TRAINED_VERSION = f"batchlabel litemedsam@79d8c9dc detect det=ultralytics:{TRAINED}@5e6f7a8b {DETECT}"
+COCO_VERSION = f"batchlabel litemedsam@79d8c9dc detect det=ultralytics:yolo11n@0ebbc80d {DETECT}"
 
 
 def _publish(models_dir: Path, project: str, version: str, reviewed_tasks: int) -> None:
