@@ -63,8 +63,9 @@ def ensure_diverse_tab(client: Any, project_id: int) -> int:
 def write_diverse_ranks(client: Any, tasks: Iterable[tuple[int, Mapping[str, Any]]], ranks: Mapping[int, int]) -> int:
     """Set ``data[DIVERSE_RANK_KEY]`` of the given ``(task id, task data)`` to ``ranks[task id]`` (1-based), and drop
     it from those given without a rank (a previous run's); tasks already right are not touched. Returns how many
-    tasks were changed (one ``PATCH /api/tasks/<id>`` each, the rest of ``data`` sent back unchanged)."""
-    from batchlabel.sync.client import request_json
+    tasks were changed (one ``PATCH /api/tasks/<id>`` each, the rest of ``data`` sent back unchanged). A task Label
+    Studio refuses (deleted meanwhile) is named in a warning and the others go on."""
+    from batchlabel.sync.client import LabelStudioError, request_json
 
     changed = 0
     for task_id, data in tasks:
@@ -74,7 +75,11 @@ def write_diverse_ranks(client: Any, tasks: Iterable[tuple[int, Mapping[str, Any
         new_data = {key: value for key, value in data.items() if key != DIVERSE_RANK_KEY}
         if rank is not None:
             new_data[DIVERSE_RANK_KEY] = rank
-        request_json(client, "PATCH", f"api/tasks/{task_id}/", body={"data": new_data})
+        try:
+            request_json(client, "PATCH", f"api/tasks/{task_id}/", body={"data": new_data})
+        except LabelStudioError as error:
+            log.warning("task %s: cannot write its diverse rank (%s); the tab lists it without one", task_id, error)
+            continue
         changed += 1
     return changed
 
