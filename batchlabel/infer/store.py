@@ -101,6 +101,13 @@ class EmbeddingStore:
         json_path, npy_path = self._paths(image_sha256, model_id)
         return json_path.is_file() and npy_path.is_file()
 
+    def model_ids(self) -> list[str]:
+        """The model ids with entries of this preprocessing version (their folders; entries not validated), sorted."""
+        if not self.root.is_dir():
+            return []
+        return sorted(folder.name for folder in self.root.iterdir()
+                      if _MODEL_ID.match(folder.name) and (folder / f"p{PREPROCESSING_VERSION}").is_dir())
+
     def get(self, image_sha256: str, model_id: str) -> ImageEmbedding | None:
         """The stored embedding (float16 features, read-only), or ``None``. Marks the entry as recently used.
 

@@ -28,7 +28,7 @@ import urllib.request
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from batchlabel.config import default_weights_dir
 from batchlabel.infer.model_registry import ModelSpec
@@ -49,6 +49,19 @@ STALE_PART_S = 4 * DOWNLOAD_TIMEOUT_S
 
 class WeightsUnavailableError(RuntimeError):
     """A checkpoint could not be found, downloaded or verified. The message says which file to put where."""
+
+
+class VerifiedFile(Protocol):
+    """What a download is checked against: a :class:`ModelSpec`, or another official file (e.g. a detector's)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def filename(self) -> str: ...
+    @property
+    def size_bytes(self) -> int | None: ...
+    @property
+    def sha256(self) -> str | None: ...
 
 
 
@@ -119,7 +132,7 @@ def _verify(spec: ModelSpec, path: Path, *, remember: bool = False) -> str | Non
     return None
 
 
-def _offline_hint(spec: ModelSpec, target: Path, url: str | None) -> str:
+def _offline_hint(spec: VerifiedFile, target: Path, url: str | None) -> str:
     size = f"{spec.size_bytes} bytes" if spec.size_bytes is not None else "size unknown"
     sha = spec.sha256 or "unknown"
     source = f" from {url}" if url else ""
@@ -198,8 +211,9 @@ def _copy_body(response: Any, out: BinaryIO, digest: Any, *, expected: int | Non
                                    f"{DOWNLOAD_MIN_BYTES_PER_S} bytes/s")
 
 
-def _download(url: str, spec: ModelSpec, target: Path) -> None:
-    """Download ``url`` into ``target`` via a temp file in the same folder; verify; rename atomically.
+def download_verified(url: str, spec: VerifiedFile, target: Path) -> None:
+    """Download ``url`` into ``target`` via a temp file in the same folder; verify size and sha256 against ``spec``;
+    rename atomically (progress bar on a terminal). Raises :class:`WeightsUnavailableError`.
 
     The temp ``.part`` is removed whatever happens (an error, a verification failure, Ctrl-C, SIGTERM); those that
     SIGKILLed downloads left are removed before the next one (:func:`_stale_parts`).
@@ -325,6 +339,6 @@ def resolve_checkpoint(
         raise WeightsUnavailableError(
             f"{target}: no download URL for {spec.name}; {_offline_hint(spec, target, None)}"
         )
-    _download(url, spec, target)
+    download_verified(url, spec, target)
     return target
 

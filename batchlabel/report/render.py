@@ -1,5 +1,6 @@
-"""The report as files: ``report.json``, a PNG chart (per label: stacked outcomes; the IoU histogram) and an HTML
-page with the tables and the chart. matplotlib runs headless (Agg) and is imported only when a chart is drawn."""
+"""The report as files: ``report.json``, a PNG chart (per label: stacked outcomes; the IoU histogram; with model
+versions, the learning curve: acceptance per version) and an HTML page with the tables and the chart. matplotlib
+runs headless (Agg) and is imported only when a chart is drawn."""
 
 from __future__ import annotations
 
@@ -44,10 +45,14 @@ def _draw_chart(report: Mapping[str, Any], path: Path) -> Path:
 
     labels = report["labels"]
     names = list(labels)
-    figure, (bars, histogram) = plt.subplots(
-        1, 2, figsize=(12, max(3.8, 0.55 * len(names) + 2.3)), gridspec_kw={"width_ratios": [3, 2]},
-        layout="constrained",
+    curve = report.get("learning_curve") or []
+    figure, panels = plt.subplots(
+        1, 3 if curve else 2, figsize=(17 if curve else 12, max(3.8, 0.55 * len(names) + 2.3)),
+        gridspec_kw={"width_ratios": [3, 2, 2] if curve else [3, 2]}, layout="constrained",
     )
+    bars, histogram = panels[0], panels[1]
+    if curve:
+        _draw_learning_curve(panels[2], curve)
     left = [0] * len(names)
     positions = list(range(len(names)))
     for key, colour in SEGMENTS:
@@ -82,6 +87,26 @@ def _draw_chart(report: Mapping[str, Any], path: Path) -> Path:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def _draw_learning_curve(axes: Any, curve: list[Mapping[str, Any]]) -> None:
+    """Acceptance per model version (``report["learning_curve"]``, in its order), each point's x tick the reviewed
+    tasks the version was trained on ("-": not a trained model)."""
+    positions = list(range(len(curve)))
+    acceptance = [row["acceptance"] if row["acceptance"] is not None else float("nan") for row in curve]
+    axes.plot(positions, acceptance, marker="o", color="#0072B2")
+    for x, row in zip(positions, curve, strict=True):
+        if row["acceptance"] is not None:
+            axes.annotate(f"{row['acceptance']:.2f} of {row['reviewed_objects']}", (x, row["acceptance"]),
+                          textcoords="offset points", xytext=(0, 7), ha="center", fontsize=9)
+    ticks = ["-" if row["trained_on_reviewed_tasks"] is None else str(row["trained_on_reviewed_tasks"])
+             for row in curve]
+    axes.set_xticks(positions, ticks)
+    axes.set_xlim(-0.5, len(curve) - 0.5)
+    axes.set_ylim(0, 1.1)
+    axes.set_xlabel("model version by reviewed tasks trained on (-: none)")
+    axes.set_ylabel("accepted / predicted objects reviewed")
+    axes.set_title("Learning curve: acceptance per model version")
 
 
 def _fmt(value: Any) -> str:
