@@ -23,31 +23,13 @@ from batchlabel.annotate.background_training import (
     training_in_progress,
 )
 from batchlabel.annotate.training_trigger import ReviewedCountTrigger
-
-#: Waits until ``<gate>`` exists, then prints progress on stderr and its report (indented JSON) on stdout.
-STAND_IN = """
-import json, os, sys, time
-gate, runs = sys.argv[1], sys.argv[2]
-started = time.time()
-while not os.path.exists(gate):
-    time.sleep(0.02)
-count = len(os.listdir(runs))
-open(os.path.join(runs, str(count)), "w").close()
-print("epoch 1/1 100%", file=sys.stderr)
-print("some line first")
-print(json.dumps({"model_version": f"stand-in-{count}", "nice": os.nice(0), "pid": os.getpid(),
-                  "omp": os.environ.get("OMP_NUM_THREADS"), "started": started, "ended": time.time()}, indent=2))
-sys.exit(int(os.environ.get("STAND_IN_EXIT", "0")))
-"""
+from tests.annotate.training_stand_in import stand_in_command
 
 WAIT_S = 60.0
 
 
 def _trainer(tmp_path: Path, **kwargs) -> tuple[BackgroundTrainer, Path]:
-    gate = tmp_path / "gate"
-    runs = tmp_path / "runs"
-    runs.mkdir(exist_ok=True)
-    command = [sys.executable, "-c", STAND_IN, str(gate), str(runs)]
+    command, gate = stand_in_command(tmp_path)
     return BackgroundTrainer(tmp_path / "models" / "project", command, **kwargs), gate
 
 
