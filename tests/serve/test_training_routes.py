@@ -55,7 +55,8 @@ def test_start_training_both_ways_answered_at_once_one_at_a_time(app_and_gate: A
     assert [outcome.exit_code for outcome in trainer.outcomes] == [0, 0]
     assert [outcome.model_version for outcome in trainer.outcomes] == ["stand-in-0", "stand-in-1"]
     assert "training started (Label Studio: Start training)" in caplog.text
-    assert "training ended (Label Studio: Start training (/train)): exit 0 (ok), model_version stand-in-1" in caplog.text
+    assert ("training ended (Label Studio: Start training (/train)): exit 0 (ok), model_version stand-in-1"
+            in caplog.text)
 
 
 def test_unknown_actions_ignored_bad_bodies_422(app_and_gate: Any, caplog: pytest.LogCaptureFixture) -> None:
