@@ -7,9 +7,10 @@
   (``watch`` checks every few seconds); ``--retry-failed`` retries the others too.
 - ``watch CONFIG [--summary-every-s S]``: the daemon: initial scan, then a watchdog observer; runs until SIGINT or
   SIGTERM, finishes the batch in flight (queued files stay journaled for the next start) and exits 0. One log line
-  per pushed batch and a summary every ``S`` seconds.
+  per pushed batch and a summary every ``S`` seconds; with ``train.every_n_annotations`` the reviewed count is read
+  as often and a background training started when due (:mod:`batchlabel.commands.auto_train`).
 - ``status CONFIG [--json]``: counts per stage, failures with reasons (transient or permanent, and when a transient
-  one is retried), embedding-store size, Label Studio reachability.
+  one is retried), embedding-store size, a background training in progress, Label Studio reachability.
 
 Embedded Label Studio (``label_studio.url: null``): ``batchlabel up`` calls :func:`watch` with the running server's
 URL and key (and its loaded model); without them, ``run``/``watch`` start the embedded server themselves
@@ -100,6 +101,7 @@ class _Session:
     journal: Journal
     pipeline: Pipeline
     tracker: Any
+    project_id: int
 
 
 def _start(config: Config, ls: LabelStudio, *, stop: threading.Event, unavailable_limit_s: float | None,
@@ -130,7 +132,7 @@ def _start(config: Config, ls: LabelStudio, *, stop: threading.Event, unavailabl
     pipeline = Pipeline(config, journal, sink, engine.encoder, engine.decoder, model_version=model_version,
                         stop=stop, unavailable_limit_s=unavailable_limit_s, on_progress=on_progress,
                         cluster_predictions=cluster_predictions)
-    return _Session(journal, pipeline, tracker)
+    return _Session(journal, pipeline, tracker, sink.project_id)
 
 
 class _RunProgress:
@@ -312,6 +314,7 @@ def watch(config: Config, *, summary_every_s: float = 60.0, label_studio_url: st
     """The ingestion daemon with its collaborators given: a running embedded Label Studio (``label_studio_url``,
     ``label_studio_api_key``) and an already loaded ``model`` (both from ``batchlabel up``); None = start/load here."""
     from batchlabel.commands.auto_build import AutoBuilder
+    from batchlabel.commands.auto_train import AutoTrainer
     from batchlabel.ingest.discovery import FolderWatcher
 
     stop = threading.Event()
@@ -328,10 +331,12 @@ def watch(config: Config, *, summary_every_s: float = 60.0, label_studio_url: st
             log.info("watching %s (%d file(s) found at start)", config.storage.root, scanned)
             next_summary = time.monotonic() + summary_every_s
             auto_builder = AutoBuilder(config, ls)
+            auto_trainer = AutoTrainer(config, ls, session.project_id, check_every_s=summary_every_s)
             next_retry = time.monotonic() + RETRY_CHECK_S
             while not stop.is_set():
                 _feed(session)
                 auto_builder.poll()
+                auto_trainer.poll()
                 if time.monotonic() >= next_retry:
                     _observe_due_retries(session, config)
                     next_retry = time.monotonic() + RETRY_CHECK_S
@@ -344,6 +349,7 @@ def watch(config: Config, *, summary_every_s: float = 60.0, label_studio_url: st
             watcher.stop()
             session.pipeline.close()
             auto_builder.join(timeout_s=600.0)
+            auto_trainer.close()
             summary = _summary(session, started, scanned)
             session.journal.close()
             log.info("stopped: %s", _report_lines(summary)[0])
@@ -381,6 +387,7 @@ def status_command(config: Config, args: argparse.Namespace) -> int:
         report["failures"] = []
         report["waiting_for_label_studio"] = []
     report["embedding_store_bytes"] = _store_size(config)
+    report["training_in_progress"] = _training_in_progress(config)
     report["label_studio"] = _reachability(config)
     if as_json:
         print(json.dumps(report, indent=2))
@@ -392,6 +399,11 @@ def status_command(config: Config, args: argparse.Namespace) -> int:
                     "`run --retry-failed`")
             print(f"FAILED {failure['path']}: {failure['stage']}: {failure['reason']} ({when})")
         print(f"embedding store: {report['embedding_store_bytes'] / 1e6:.1f} MB in {config.embeddings_dir}")
+        training = report["training_in_progress"]
+        if training is not None:
+            print(f"training in progress: pid {training['pid']} since "
+                  f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(training['started']))} ({training['reason']}); "
+                  f"log {training['log']}")
         reach = report["label_studio"]
         print(f"Label Studio: {reach['state']}" + (f" ({reach['detail']})" if reach.get("detail") else ""))
     return EXIT_FAILURES if report["failures"] else EXIT_OK
@@ -403,6 +415,14 @@ def _store_size(config: Config) -> int:
     from batchlabel.infer.store import EmbeddingStore
 
     return int(EmbeddingStore(config.embeddings_dir, max_bytes=config.cache.max_bytes).size_bytes())
+
+
+def _training_in_progress(config: Config) -> dict[str, Any] | None:
+    """The background training running for the project (``serve``'s or ``watch``'s), or None."""
+    from batchlabel.annotate.background_training import project_models_dir, training_in_progress
+
+    running = training_in_progress(project_models_dir(config))
+    return running.as_dict() if running is not None else None
 
 
 def _reachability(config: Config) -> dict[str, Any]:
