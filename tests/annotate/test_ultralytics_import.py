@@ -18,12 +18,12 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None,
 
 def test_importing_ultralytics_keeps_pillow_open_and_bad_file_messages(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from batchlabel.annotate.detectors.ultralytics import _import_yolo
+    from batchlabel.annotate.detectors.ultralytics import import_yolo
 
     for name in ("YOLO_OFFLINE", "YOLO_AUTOINSTALL", "YOLO_VERBOSE", "YOLO_CONFIG_DIR"):
         monkeypatch.delenv(name, raising=False)
     pillow_open = Image.open
-    yolo = _import_yolo(tmp_path / "ultralytics-settings")
+    yolo = import_yolo(tmp_path / "ultralytics-settings")
 
     assert yolo.__name__ == "YOLO"
     assert Image.open is pillow_open

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = "pip install 'batchlabel[ultralytics]' (or `make install`, which installs it for the tests)"
 
 
-def _import_yolo(settings_dir: Path) -> Any:
+def import_yolo(settings_dir: Path) -> Any:
     """Import Ultralytics' ``YOLO`` offline and without side effects on the rest of the process.
 
     Its import replaces ``PIL.Image.open`` process-wide with a wrapper that, on any file Pillow cannot identify,
@@ -78,7 +78,7 @@ class UltralyticsDetector:
                 f"{checkpoint}: preannotate.detector.model file not found (expected an Ultralytics .pt checkpoint, "
                 "e.g. yolo11n.pt)"
             )
-        yolo = _import_yolo(settings_dir)
+        yolo = import_yolo(settings_dir)
         try:
             self._model = yolo(str(checkpoint), task="detect")
         except Exception as error:  # ultralytics raises many kinds for a bad file; name the file and the reason
