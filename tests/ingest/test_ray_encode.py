@@ -4,11 +4,13 @@ One cluster and a few images for the module (CI stays short): the cluster encode
 the second node mid-run does not stop the job nor compute anything twice, a re-run finds everything stored, and
 ``run --ray`` encodes only the new files on the cluster, predicts every file there (boxes from sidecar files: the
 LiteMedSAM of the tests takes box prompts only) and pushes every task with the actors' predictions, equal to those a
-local ``run`` makes from the same embeddings.
+local ``run`` makes from the same embeddings. ``train --ray``'s training task (``ClusterTrainer`` around the real
+Ultralytics trainer, a tiny dataset, one epoch at imgsz 64) runs on the same cluster.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -136,6 +138,40 @@ def test_cluster_encode_survives_a_lost_node_matches_local_and_run_pushes_withou
     assert sorted(local_tasks) == sorted(tasks)
     for name, task in tasks.items():
         _assert_same_predictions(task["predictions"], local_tasks[name]["predictions"], name)
+
+
+@pytest.fixture(scope="module")
+def yolo11n() -> Path:
+    """The real YOLO11n COCO weights, as ``tests/annotate/conftest.py`` fetches them."""
+    if importlib.util.find_spec("ultralytics") is None:
+        pytest.skip("the batchlabel[ultralytics] extra is not installed (make install)")
+    from batchlabel.annotate.detectors.assets import YOLO11N
+    from tests.annotate.conftest import _fetch
+
+    return _fetch(YOLO11N)
+
+
+@pytest.mark.slow
+def test_training_task_on_the_cluster_writes_the_weights_into_the_shared_folder(
+        cluster: TwoNodeCluster, yolo11n: Path, tmp_path: Path) -> None:
+    """After the lost-node test one node may be left: the task runs on whichever the cluster has."""
+    from batchlabel.ingest.ray_train import ClusterTrainer
+    from batchlabel.learn.trainer import TrainerError
+    from batchlabel.learn.ultralytics_trainer import UltralyticsTrainer
+    from tests.learn.synthetic_shapes import synthesise, write_yolo_folder
+
+    data_yaml = write_yolo_folder(synthesise(6, seed=3, size_hw=(96, 128)), tmp_path / "data")
+    trainer = ClusterTrainer(UltralyticsTrainer(settings_dir=tmp_path / "ultralytics"), address=cluster.address)
+    assert trainer.kind == "ultralytics"
+    result = trainer.train(data_yaml, yolo11n, tmp_path / "out", epochs=1, imgsz=64, device="auto", batch=4)
+    assert result.weights.is_file() and result.weights.is_relative_to(tmp_path / "out")
+    assert result.epochs == 1 and set(result.metrics) <= {"mAP50", "mAP50-95"}
+    assert trainer.num_gpus == 0 and trainer.node is not None
+    assert trainer.node.rsplit(":", 1)[1] != str(os.getpid())  # a Ray worker trained, not this process
+
+    with pytest.raises(TrainerError, match="broken.yaml"):  # the trainer's own error, as itself
+        trainer.train(tmp_path / "broken.yaml", yolo11n, tmp_path / "out2", epochs=1, imgsz=64, device="cpu",
+                      batch=4)
 
 
 def project_tasks_of(config: Config) -> list[dict]:
