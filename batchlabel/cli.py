@@ -106,6 +106,19 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
     _json_flag(parser)
 
 
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    _json_flag(parser)
+    parser.add_argument("--epochs", type=int, metavar="N", help="override train.epochs")
+    parser.add_argument("--force", action="store_true",
+                        help="train even when the newest model saw the same reviewed data")
+    parser.add_argument("--no-repredict", action="store_true",
+                        help="do not pre-annotate the unreviewed tasks with the new model afterwards")
+    parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                        help="train as one task on a Ray cluster (one GPU when it has one): auto, HOST:PORT of the "
+                             "head or ray://HOST:PORT (no ADDRESS: a local Ray); needs batchlabel[ray] and a "
+                             "cache.dir every node sees")
+
+
 def _up_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-watch", action="store_true", help="do not start the ingestion daemon")
 
@@ -131,6 +144,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                "batchlabel.commands.encode:export_onnx_command", _export_onnx_arguments),
     Subcommand("report", "what the assistance saved: outcomes per label and model version, times, uncertain tasks",
                "batchlabel.commands.report:report_command", _report_arguments),
+    Subcommand("train", "fine-tune a detector on the reviewed tasks, then pre-annotate the unreviewed ones with it",
+               "batchlabel.commands.train:train_command", _train_arguments),
     Subcommand("up", "the whole stack: embedded Label Studio, project, ML backend and the watcher",
                "batchlabel.commands.up:up_command", _up_arguments),
 )

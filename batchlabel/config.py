@@ -122,9 +122,7 @@ class ModelConfig(_Section):
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
-        if not re.fullmatch(r"auto|cpu|cuda|cuda:\d+", value):
-            raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
-        return value
+        return _check_device(value)
 
     @model_validator(mode="after")
     def _random_needs_switch(self) -> ModelConfig:
@@ -133,10 +131,21 @@ class ModelConfig(_Section):
         return self
 
 
+#: ``preannotate.detector.model: trained``: the project's newest model from ``batchlabel train``.
+TRAINED_DETECTOR = "trained"
+
+
+def _check_device(value: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda|cuda:\d+", value):
+        raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+    return value
+
+
 class DetectorConfig(_Section):
     """``preannotate.detector``: the object detector of mode ``detect`` (see ``batchlabel/annotate/detect.py``)."""
 
-    model: str = Field(description="a local checkpoint (.pt), a local Hugging Face directory, or a hub id")
+    model: str = Field(description="a local checkpoint (.pt), a local Hugging Face directory, a hub id, or `trained` "
+                                   "(the project's newest model from `batchlabel train`)")
     kind: Literal["auto", "ultralytics", "sam3"] = Field(
         default="auto", description="auto: .pt file -> ultralytics, a directory or hub id of a SAM 3 model -> sam3"
     )
@@ -167,6 +176,18 @@ class DetectorConfig(_Section):
         if empty:
             raise ValueError(f"labels {empty} need at least one non-empty class name or prompt")
         return value
+
+    @model_validator(mode="after")
+    def _trained_is_ultralytics(self) -> DetectorConfig:
+        if self.model == TRAINED_DETECTOR and (self.kind == "sam3" or self.classes):
+            raise ValueError("model: trained is an Ultralytics model whose classes are the project labels; "
+                             "leave out kind: sam3 and classes")
+        return self
+
+    @property
+    def trained(self) -> bool:
+        """True for ``model: trained`` (the project's newest model from ``batchlabel train``)."""
+        return self.model == TRAINED_DETECTOR
 
     def names_for(self, labels: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
         """label -> detector class names / prompts for every label (a label not in ``classes`` uses its name)."""
@@ -249,12 +270,55 @@ class AutoBuildConfig(_Section):
     check_every_s: float = Field(default=60.0, gt=0)
 
 
+#: The formats ``build-dataset`` writes (``dataset.formats``, ``--format``): COCO RLE, COCO polygons, Ultralytics
+#: YOLO segment, Pascal VOC segmentation PNGs.
+DatasetFormat = Literal["coco", "coco-polygon", "yolo", "voc"]
+DATASET_FORMATS: tuple[str, ...] = ("coco", "coco-polygon", "yolo", "voc")
+
+
 class DatasetConfig(_Section):
     out: Path = Path("dataset")
     template: Literal["mask-rcnn_r50_fpn", "rtmdet-ins_s"] = "mask-rcnn_r50_fpn"
     val_fraction: float = Field(default=0.2, ge=0, lt=1)
     seed: int = 0
+    formats: tuple[DatasetFormat, ...] = Field(
+        default=("coco",), min_length=1, description="the formats written, each once: coco, coco-polygon, yolo, voc"
+    )
+    polygon_tolerance_px: float = Field(
+        default=0.25, ge=0, description="how far an exported polygon may stray from its mask's outline, in pixels"
+    )
     auto_build: AutoBuildConfig = AutoBuildConfig()
+
+    @field_validator("formats")
+    @classmethod
+    def _formats_once(cls, formats: tuple[str, ...]) -> tuple[str, ...]:
+        repeated = sorted({name for name in formats if formats.count(name) > 1})
+        if repeated:
+            raise ValueError(f"formats listed more than once: {repeated}")
+        return formats
+
+
+class TrainConfig(_Section):
+    """``train``: fine-tuning a detector on the reviewed tasks (``batchlabel train``; see ``batchlabel/learn``).
+    The defaults give a first model of a new class on a CPU in minutes."""
+
+    base: Path | None = Field(
+        default=None, description="the Ultralytics .pt to start from; default: YOLO11n's COCO weights (as make run "
+                                  "fetches them) in model.weights_dir",
+    )
+    epochs: int = Field(default=20, gt=0)
+    imgsz: int = Field(default=320, ge=32, description="training image size (longest side, pixels)")
+    batch: int = Field(default=8, gt=0, description="images per training step")
+    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
+    min_reviewed: int = Field(default=10, gt=0, description="refuse to train on fewer reviewed tasks")
+    every_n_annotations: int = Field(
+        default=0, ge=0, description="watch/serve start a training after this many new reviews (0: off)"
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        return _check_device(value)
 
 
 class ReportConfig(_Section):
@@ -273,6 +337,7 @@ class Config(_Section):
     serve: ServeConfig = ServeConfig()
     dataset: DatasetConfig = DatasetConfig()
     report: ReportConfig = ReportConfig()
+    train: TrainConfig = TrainConfig()
     source: Path | None = Field(default=None, description="the file this config was read from (set by the loader)")
     unset_variables: dict[str, str] = Field(
         default_factory=dict, description="key path -> the ${VAR} it named, unset in the environment (by the loader)"
@@ -317,6 +382,11 @@ class Config(_Section):
         return self.label_studio.embedded.data_dir or (self.cache.dir / "label-studio")
 
     @property
+    def models_dir(self) -> Path:
+        """Where ``batchlabel train`` keeps the project models: ``<cache.dir>/models``."""
+        return self.cache.dir / "models"
+
+    @property
     def journal_path(self) -> Path:
         return self.cache.dir / "journal.sqlite3"
 
@@ -357,6 +427,7 @@ _PATH_KEYS = (
     ("preannotate", "coco_file"),
     ("cache", "dir"),
     ("dataset", "out"),
+    ("train", "base"),
 )
 
 
@@ -376,7 +447,7 @@ def _resolve_relative_paths(config: Config, base: Path) -> Config:
     if model["checkpoint"] not in ("auto", "random"):
         model["checkpoint"] = _path_or_hub_id(model["checkpoint"], base)
     detector = data["preannotate"]["detector"]
-    if detector is not None:
+    if detector is not None and detector["model"] != TRAINED_DETECTOR:
         detector["model"] = _path_or_hub_id(detector["model"], base)
     return Config.model_validate(data)
 

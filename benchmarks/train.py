@@ -20,6 +20,7 @@ import json
 import platform
 import sys
 import tempfile
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -81,10 +82,8 @@ def main() -> None:
                               "threads": torch.get_num_threads(),
                               "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     try:
-        import ultralytics
-
-        report["ultralytics"] = ultralytics.__version__
-    except ImportError:
+        report["ultralytics"] = metadata.version("ultralytics")  # not imported here: the trainer imports it offline
+    except metadata.PackageNotFoundError:
         sys.exit("benchmarks/train.py needs Ultralytics (pip install 'batchlabel[ultralytics]')")
     base = base_weights(args.base)
     report["base"] = base.name

@@ -51,6 +51,8 @@ def test_the_tree_keeps_every_contract() -> None:
         ("serve/app.py", "from batchlabel.ingest import pipeline", "Layers point down"),
         ("annotate/preannotate.py", "from batchlabel.dataset import coco", "Layers point down"),
         ("ingest/sink.py", "from batchlabel.commands import ingest", "Layers point down"),
+        ("learn/training.py", "from batchlabel.report import metrics", "Layers point down"),
+        ("dataset/builder.py", "from batchlabel.learn import training", "Layers point down"),
         ("samples.py", "from batchlabel import cli", "Nothing imports commands or cli"),
         ("dataset/coco.py", "from batchlabel.dataset import builder", "No import cycles"),
     ],

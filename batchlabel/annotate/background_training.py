@@ -59,28 +59,6 @@ TERMINATE_GRACE_S = 10.0
 STARTED, QUEUED, COALESCED = "started", "queued", "coalesced"
 
 
-# --- to be replaced by issue 23a's config section and model listing when its branch is merged -----------------
-def project_models_dir(config: Any) -> Path:
-    """``<cache.dir>/models/<project>``: the project's trained models (23a's layout)."""
-    return Path(config.cache.dir) / "models" / str(config.label_studio.project)
-
-
-def reviewed_in_newest_model(config: Any) -> int:
-    """How many reviewed tasks the project's newest model was trained on (0 without a model)."""
-    return 0
-
-
-def every_n_annotations(config: Any) -> int:
-    """``train.every_n_annotations`` (0 = off)."""
-    return int(getattr(getattr(config, "train", None), "every_n_annotations", 0))
-
-
-def min_reviewed(config: Any) -> int:
-    """``train.min_reviewed``."""
-    return int(getattr(getattr(config, "train", None), "min_reviewed", 0))
-# ---------------------------------------------------------------------------------------------------------------
-
-
 def training_command(config_path: Path, *extra: str) -> list[str]:
     """The child's argv: this interpreter running ``batchlabel train CONFIG --json`` (plus ``extra`` options)."""
     return [sys.executable, "-m", "batchlabel", "train", str(config_path), "--json", *extra]

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from batchlabel.annotate.detect_eta import SLOW_DETECTOR_S
-from batchlabel.annotate.detectors.base import Detection, Detector, DetectorError
+from batchlabel.annotate.detectors.base import Detection, Detector, DetectorError, NoTrainedModelError
 from batchlabel.annotate.proposals import ProposalStore, proposals_key
 
 if TYPE_CHECKING:
@@ -68,22 +68,52 @@ def _detector_config(config: Config) -> DetectorConfig:
     return detector
 
 
+def resolve_trained(config: Config, labels: Sequence[str]) -> tuple[DetectorConfig, tuple[str, ...], str | None]:
+    """(the detector config to load, the labels it is asked for, the weights' name). ``model: trained`` becomes the
+    project's newest model from ``batchlabel train`` (read now, so a newer model is picked up by the next call),
+    asked only for the labels it was trained on (others named in a warning); other configs pass unchanged.
+
+    Raises:
+        NoTrainedModelError: ``model: trained`` and no model has been published for the project yet.
+    """
+    from batchlabel.annotate.trained_models import newest_model
+
+    detector = _detector_config(config)
+    if not detector.trained:
+        return detector, tuple(labels), None
+    model = newest_model(config.models_dir, config.label_studio.project)
+    if model is None:
+        raise NoTrainedModelError(
+            f"preannotate.detector.model: trained: no model for project {config.label_studio.project!r} under "
+            f"{config.models_dir} yet (review at least train.min_reviewed = {config.train.min_reviewed} tasks, then "
+            "`batchlabel train`)"
+        )
+    known = tuple(label for label in labels if label in model.trained_classes)
+    missing = [label for label in labels if label not in model.trained_classes]
+    if missing:
+        log.warning("trained model %s was not trained on labels %s; it predicts only %s", model.version, missing,
+                    list(known))
+    return detector.model_copy(update={"model": str(model.weights), "kind": "ultralytics"}), known, model.version
+
+
 def get_detector(config: Config, labels: Sequence[str]) -> Detector:
     """The process's detector for this config and labels (loaded once; thread-safe).
 
     Raises :class:`~batchlabel.annotate.detectors.base.DetectorError` (missing checkpoint, extra not installed,
-    unknown class listing the detector's classes).
+    unknown class listing the detector's classes; :class:`NoTrainedModelError` for ``model: trained`` before the
+    first ``batchlabel train``).
     """
     from batchlabel.annotate.detectors import load_detector
 
-    detector_config = _detector_config(config)
+    detector_config, labels, name = resolve_trained(config, labels)
     device = detector_device(config)
     cache_key = json.dumps([detector_config.model_dump(mode="json"), list(labels), device], sort_keys=True)
     with _LOCK:
         detector = _DETECTORS.get(cache_key)
         if detector is None:
             started = time.perf_counter()
-            detector = load_detector(detector_config, tuple(labels), cache_dir=config.cache.dir, device=device)
+            detector = load_detector(detector_config, tuple(labels), cache_dir=config.cache.dir, device=device,
+                                     name=name)
             log.info("detector %s loaded on %s in %.1f s (queries %s)", detector.detector_id, device,
                      time.perf_counter() - started, dict(detector.queries))
             if detector.slow_on_cpu_s >= SLOW_DETECTOR_S:

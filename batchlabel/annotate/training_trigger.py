@@ -11,6 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from batchlabel.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,18 @@ class ReviewedCountTrigger:
         self.minimum = minimum
         self._started_at = 0  # the reviewed count when this process last asked for a training
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_config(cls, config: Config) -> ReviewedCountTrigger:
+        """``train.every_n_annotations`` and ``train.min_reviewed`` of ``config``, the baseline from its project's
+        newest model (:func:`batchlabel.annotate.trained_models.newest_model`)."""
+        from batchlabel.annotate.trained_models import newest_model
+
+        def trained_on() -> int:
+            newest = newest_model(config.models_dir, config.label_studio.project)
+            return newest.reviewed_tasks if newest is not None else 0
+
+        return cls(config.train.every_n_annotations, trained_on, minimum=config.train.min_reviewed)
 
     @property
     def enabled(self) -> bool:

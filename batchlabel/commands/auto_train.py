@@ -16,14 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from batchlabel.annotate.background_training import (
-    BackgroundTrainer,
-    every_n_annotations,
-    min_reviewed,
-    project_models_dir,
-    reviewed_in_newest_model,
-    training_command,
-)
+from batchlabel.annotate.background_training import BackgroundTrainer, training_command
+from batchlabel.annotate.trained_models import project_models_dir
 from batchlabel.annotate.training_trigger import ReviewedCountTrigger
 from batchlabel.config import Config
 
@@ -49,8 +43,7 @@ class AutoTrainer:
         self.project_id = project_id
         self.check_every_s = check_every_s
         self.clock = clock
-        self.trigger = ReviewedCountTrigger(every_n_annotations(config), lambda: reviewed_in_newest_model(config),
-                                            minimum=min_reviewed(config))
+        self.trigger = ReviewedCountTrigger.for_config(config)
         self.enabled = self.trigger.enabled
         if self.enabled and trainer is None and (config.source is None or not config.source.is_file()):
             log.warning("train.every_n_annotations is set but the config was not read from a file: the watcher "
@@ -58,7 +51,8 @@ class AutoTrainer:
             self.enabled = False
         self.trainer = trainer
         if self.enabled and self.trainer is None and config.source is not None:
-            self.trainer = BackgroundTrainer(project_models_dir(config), training_command(config.source))
+            self.trainer = BackgroundTrainer(project_models_dir(config.models_dir, config.label_studio.project),
+                                             training_command(config.source))
         self._next_check = clock()
         self._thread: threading.Thread | None = None
 

@@ -10,7 +10,8 @@
   per pushed batch and a summary every ``S`` seconds; with ``train.every_n_annotations`` the reviewed count is read
   as often and a background training started when due (:mod:`batchlabel.commands.auto_train`).
 - ``status CONFIG [--json]``: counts per stage, failures with reasons (transient or permanent, and when a transient
-  one is retried), embedding-store size, a background training in progress, Label Studio reachability.
+  one is retried), embedding-store size, the trained models (``batchlabel train``) and a background training in
+  progress, Label Studio reachability.
 
 Embedded Label Studio (``label_studio.url: null``): ``batchlabel up`` calls :func:`watch` with the running server's
 URL and key (and its loaded model); without them, ``run``/``watch`` start the embedded server themselves
@@ -101,12 +102,31 @@ class _Session:
     journal: Journal
     pipeline: Pipeline
     tracker: Any
+    config: Config  # as run: without predictions while ``detector.model: trained`` has no model yet
+    model_version: str
     project_id: int
+
+
+def _without_untrained_detector(config: Config) -> Config:
+    """``config`` itself, or, when ``preannotate.detector.model: trained`` has no model yet, a copy with
+    ``preannotate.mode: none`` (tasks without predictions; said once, here)."""
+    from batchlabel.annotate.detect import resolve_trained
+    from batchlabel.annotate.detectors.base import NoTrainedModelError
+
+    detector = config.preannotate.detector
+    if config.preannotate.mode != "detect" or detector is None or not detector.trained:
+        return config
+    try:
+        resolve_trained(config, config.label_studio.labels)
+    except NoTrainedModelError as error:
+        log.warning("%s; this run creates the tasks without predictions", error)
+        return config.model_copy(update={"preannotate": config.preannotate.model_copy(update={"mode": "none"})})
+    return config
 
 
 def _start(config: Config, ls: LabelStudio, *, stop: threading.Event, unavailable_limit_s: float | None,
            model: Any = None, on_progress: Callable[[str], None] | None = None,
-           cluster_predictions: PredictionSpool | None = None) -> _Session:
+           cluster_predictions: PredictionSpool | None = None, keep_older_predictions: bool = False) -> _Session:
     from batchlabel.annotate.preannotate import model_version_for
     from batchlabel.ingest.discovery import PathFilter, StabilityTracker
     from batchlabel.ingest.journal import Journal
@@ -116,6 +136,7 @@ def _start(config: Config, ls: LabelStudio, *, stop: threading.Event, unavailabl
     root = config.storage.root
     if not root.is_dir():
         raise _ConfigProblemError(f"storage.root: {root} is not a folder")
+    config = _without_untrained_detector(config)
     engine = _load_engine(config, model)
     try:
         model_version = model_version_for(config, engine.model_id)  # mode detect: loads the detector, checks classes
@@ -125,14 +146,14 @@ def _start(config: Config, ls: LabelStudio, *, stop: threading.Event, unavailabl
     sink = LabelStudioSink(ls, config, model_version)
     sink.open()
     uncertain = any(record.push_started for record in journal.pending())
-    if journal.is_empty() or uncertain or config.preannotate.mode in ("boxes", "points"):
+    if journal.is_empty() or uncertain or keep_older_predictions or config.preannotate.mode in ("boxes", "points"):
         sink.load_index()  # reconcile with what Label Studio already has (lost journal, interrupted push)
     tracker = StabilityTracker(root, PathFilter(config.storage.include, config.storage.exclude),
                                stable_s=config.storage.stable_s)
     pipeline = Pipeline(config, journal, sink, engine.encoder, engine.decoder, model_version=model_version,
                         stop=stop, unavailable_limit_s=unavailable_limit_s, on_progress=on_progress,
-                        cluster_predictions=cluster_predictions)
-    return _Session(journal, pipeline, tracker, sink.project_id)
+                        cluster_predictions=cluster_predictions, keep_older_predictions=keep_older_predictions)
+    return _Session(journal, pipeline, tracker, config, model_version, sink.project_id)
 
 
 class _RunProgress:
@@ -266,6 +287,7 @@ def run_command(config: Config, args: argparse.Namespace) -> int:
             run_progress = _RunProgress(config, progress)
             session = _start(config, ls, stop=stop, unavailable_limit_s=RUN_UNAVAILABLE_LIMIT_S,
                              on_progress=run_progress, cluster_predictions=cluster_predictions)
+            run_progress.config = session.config
             try:
                 if getattr(args, "retry_failed", False) and cluster is None:
                     log.info("--retry-failed: %d failed file(s) queued again", session.journal.retry_failed())
@@ -302,6 +324,45 @@ def run_command(config: Config, args: argparse.Namespace) -> int:
         for line in _report_lines(summary):
             print(line)
     return EXIT_FAILURES if summary["failures"] or summary["not_pushed"] else EXIT_OK
+
+
+def repredict_unreviewed(config: Config, ls: LabelStudio, *,
+                         on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Predict again, with ``config``'s model version, every task of the project that has no annotation yet, through
+    ``run``'s pipeline (journal, bulk push, the project switched to show this version). Once per model version: a
+    file whose journaled prediction is of this version already is skipped. Predictions of other versions stay on
+    the tasks. Returns ``run``'s summary plus ``requeued`` (the files predicted again)."""
+    from batchlabel.ingest.discovery import StableFile
+    from batchlabel.sync.client import iter_tasks, rel_path_from_url
+
+    started = time.perf_counter()
+    session = _start(config, ls, stop=threading.Event(), unavailable_limit_s=RUN_UNAVAILABLE_LIMIT_S,
+                     on_progress=on_progress, keep_older_predictions=True)
+    model_version, project_id = session.model_version, session.project_id
+    unreviewed = sorted({rel_path_from_url(str((task.get("data") or {}).get("image") or "")) or ""
+                         for task in iter_tasks(ls, project_id) if not _has_annotation(task)} - {""})
+    requeued = session.journal.requeue_for_version(unreviewed, model_version)
+    log.info("re-predicting %d of %d unreviewed task(s) with %s", len(requeued), len(unreviewed), model_version)
+    for rel in requeued:
+        path = config.storage.root / rel
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            log.warning("%s: image deleted since it was ingested; not predicted again", rel)
+            continue
+        session.pipeline.submit(StableFile(path, rel, stat.st_size, stat.st_mtime_ns))
+    session.pipeline.close()
+    summary = _summary(session, started, len(unreviewed))
+    summary["requeued"] = len(requeued)
+    summary["model_version"] = model_version
+    session.journal.close()
+    return summary
+
+
+def _has_annotation(task: dict[str, Any]) -> bool:
+    """A task someone reviewed: a non-cancelled annotation (or Label Studio's count of them)."""
+    annotations = [a for a in task.get("annotations") or () if isinstance(a, dict) and not a.get("was_cancelled")]
+    return bool(annotations) or int(task.get("total_annotations") or 0) > 0
 
 
 def watch_command(config: Config, args: argparse.Namespace) -> int:
@@ -387,6 +448,7 @@ def status_command(config: Config, args: argparse.Namespace) -> int:
         report["failures"] = []
         report["waiting_for_label_studio"] = []
     report["embedding_store_bytes"] = _store_size(config)
+    report["models"] = _trained_models(config)
     report["training_in_progress"] = _training_in_progress(config)
     report["label_studio"] = _reachability(config)
     if as_json:
@@ -399,6 +461,10 @@ def status_command(config: Config, args: argparse.Namespace) -> int:
                     "`run --retry-failed`")
             print(f"FAILED {failure['path']}: {failure['stage']}: {failure['reason']} ({when})")
         print(f"embedding store: {report['embedding_store_bytes'] / 1e6:.1f} MB in {config.embeddings_dir}")
+        for model in report["models"]:
+            metrics = " ".join(f"{key} {value:.3f}" for key, value in model["metrics"].items())
+            print(f"model {model['version']}: {model['created']}, {model['reviewed_tasks']} reviewed task(s), "
+                  f"{metrics or 'no metrics'}")
         training = report["training_in_progress"]
         if training is not None:
             print(f"training in progress: pid {training['pid']} since "
@@ -407,6 +473,13 @@ def status_command(config: Config, args: argparse.Namespace) -> int:
         reach = report["label_studio"]
         print(f"Label Studio: {reach['state']}" + (f" ({reach['detail']})" if reach.get("detail") else ""))
     return EXIT_FAILURES if report["failures"] else EXIT_OK
+
+
+def _trained_models(config: Config) -> list[dict[str, Any]]:
+    """The project's models from ``batchlabel train``, oldest first (version, date, reviewed tasks, metrics)."""
+    from batchlabel.annotate.trained_models import list_models
+
+    return [model.summary() for model in list_models(config.models_dir, config.label_studio.project)]
 
 
 def _store_size(config: Config) -> int:
@@ -419,9 +492,10 @@ def _store_size(config: Config) -> int:
 
 def _training_in_progress(config: Config) -> dict[str, Any] | None:
     """The background training running for the project (``serve``'s or ``watch``'s), or None."""
-    from batchlabel.annotate.background_training import project_models_dir, training_in_progress
+    from batchlabel.annotate.background_training import training_in_progress
+    from batchlabel.annotate.trained_models import project_models_dir
 
-    running = training_in_progress(project_models_dir(config))
+    running = training_in_progress(project_models_dir(config.models_dir, config.label_studio.project))
     return running.as_dict() if running is not None else None
 
 

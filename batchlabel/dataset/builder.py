@@ -66,10 +66,25 @@ class BuildOptions:
     if_changed: bool = False
     #: compare the fingerprint with this dataset's manifest instead of ``out``'s (versioned builds)
     compare_with: Path | None = None
+    #: the formats written (:data:`~batchlabel.config.DATASET_FORMATS`), each once
+    formats: tuple[str, ...] = ("coco",)
+    #: Douglas-Peucker tolerance of the exported polygons (coco-polygon, yolo), pixels
+    polygon_tolerance_px: float = 0.25
+
+    def __post_init__(self) -> None:
+        from batchlabel.config import DATASET_FORMATS
+
+        unknown = [name for name in self.formats if name not in DATASET_FORMATS]
+        if unknown or not self.formats or len(set(self.formats)) != len(self.formats):
+            raise ValueError(f"formats must be distinct names among {list(DATASET_FORMATS)}, got {list(self.formats)}")
 
     def output_options(self) -> dict[str, Any]:
-        """The options that change the files written (part of the fingerprint)."""
-        return {
+        """The options that change the files written (part of the fingerprint).
+
+        ``formats`` and ``polygon_tolerance_px`` appear only when other formats than ``coco`` are asked for, so a
+        COCO-only build keeps the fingerprint it had before formats existed.
+        """
+        options: dict[str, Any] = {
             "val_fraction": self.val_fraction,
             "seed": self.seed,
             "template": self.template,
@@ -77,6 +92,10 @@ class BuildOptions:
             "keep_empty": self.keep_empty,
             "mask_boxes": self.mask_boxes,
         }
+        if tuple(self.formats) != ("coco",):
+            options["formats"] = list(self.formats)
+            options["polygon_tolerance_px"] = self.polygon_tolerance_px
+        return options
 
 
 @dataclass
@@ -95,6 +114,10 @@ class BuildReport:
     fingerprint: str = ""
     elapsed_s: float = 0.0
     previews: list[Path] = field(default_factory=list)
+    #: format name -> what was written (files, counts); see the manifest's ``formats``
+    formats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: image files placed in the dataset: ``{"link": n, "copy": n}`` (hard links, or copies across filesystems)
+    image_files: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -108,6 +131,8 @@ class BuildReport:
             "warnings": self.warnings,
             "fingerprint": self.fingerprint,
             "elapsed_s": round(self.elapsed_s, 3),
+            "formats": self.formats,
+            "image_files": self.image_files,
         }
 
 
@@ -169,17 +194,6 @@ def _source(config: Any, options: BuildOptions, work: Path, client: Any | None) 
     if options.from_export is not None:
         return export_file_source(config, options.from_export)
     return export_project(config, dest_dir=work, client=client)
-
-
-def _link_or_copy(source: Path, target: Path) -> str:
-    """Hard-link ``source`` at ``target`` (a copy when linking is impossible); returns ``"link"`` or ``"copy"``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-        return "link"
-    except OSError:
-        shutil.copy2(source, target)
-        return "copy"
 
 
 def _prepare_out(out: Path) -> None:
@@ -245,10 +259,13 @@ def build_dataset(
                                    elapsed_s=time.perf_counter() - started)
         report = _build(config, options, source, labels, out, work, box_masker)
     report.elapsed_s = time.perf_counter() - started
-    if options.preview:
-        from batchlabel.dataset.preview import render_previews
+    if options.preview and report.status == "built":
+        if "coco" in options.formats:
+            from batchlabel.dataset.preview import render_previews
 
-        report.previews = render_previews(out, limit=options.preview)
+            report.previews = render_previews(out, limit=options.preview)
+        else:
+            log.warning("--preview draws the COCO files; not rendered (formats %s)", ", ".join(options.formats))
     return report
 
 
@@ -348,11 +365,12 @@ def _build(
             shutil.rmtree(stage)
         stage.mkdir(parents=True)
         try:
-            manifest_images, per_class, ann_total = _write_files(
-                stage, spool, entries, val_ids, labels, options, findings
+            manifest_images, per_class, ann_total, written = _write_files(
+                stage, out, spool, entries, val_ids, labels, options, findings
             )
             report = _finish(config, options, source, labels, out, stage, entries, split, per_class, ann_total,
-                             counts, findings, failures, fingerprint_entries, model_versions, manifest_images)
+                             counts, findings, failures, fingerprint_entries, model_versions, manifest_images,
+                             written)
             _move_into_place(stage, out)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
@@ -362,15 +380,19 @@ def _build(
 
 def _write_files(
     stage: Path,
+    out: Path,
     spool: Any,
     entries: dict[int, _Entry],
     val_ids: set[int],
     labels: list[str],
     options: BuildOptions,
     findings: _Findings,
-) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]], int]:
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]], int, dict[str, Any]]:
+    """Write every format's files into ``stage``; returns the manifest's images, per-class counts, the number of
+    objects and what was written (``{"formats": {name: summary}, "images": {"link": n, "copy": n}}``)."""
     from batchlabel import __version__
     from batchlabel.dataset.coco import CocoWriter, categories_for, coco_image
+    from batchlabel.dataset.exports import ExportWriters, ImagePlacer
     from batchlabel.infer.images import file_sha256
 
     categories = categories_for(labels)
@@ -378,18 +400,24 @@ def _write_files(
             "segmentation": options.segmentation}
     annotations_dir = stage / "annotations"
     ordered = sorted(entries)
-    writers = {name: CocoWriter(annotations_dir / f"{name}.json", categories=categories, info=info)
-               for name in ("all", "train", "val")}
+    write_coco = "coco" in options.formats
+    writers = ({name: CocoWriter(annotations_dir / f"{name}.json", categories=categories, info=info)
+                for name in ("all", "train", "val")} if write_coco else {})
+    exports = ExportWriters(stage, out, options.formats, labels, coco_info=info,
+                            tolerance_px=options.polygon_tolerance_px)
+    coco_images = write_coco or "coco-polygon" in options.formats  # both name files relative to images/
+    placer = ImagePlacer()
     manifest_images: list[dict[str, Any]] = []
     hashes: dict[str, int] = {}
-    links: Counter[str] = Counter()
     for image_id in ordered:
         entry = entries[image_id]
         image = coco_image(image_id, entry.rel_path, entry.width, entry.height)
         side = "val" if image_id in val_ids else "train"
-        writers["all"].add_image(image)
-        writers[side].add_image(image)
-        links[_link_or_copy(entry.path, stage / "images" / entry.rel_path)] += 1
+        if write_coco:
+            writers["all"].add_image(image)
+            writers[side].add_image(image)
+        targets = [stage / "images" / entry.rel_path] if coco_images else []
+        placer.place(entry.path, targets + exports.image_targets(image, side, image_id))
         digest = file_sha256(entry.path)
         if digest in hashes:
             findings.add(Finding(
@@ -403,29 +431,42 @@ def _write_files(
             "width": entry.width, "height": entry.height, "split": side, "annotation": entry.annotation,
             "annotation_ids": [],
         })
-    if links["copy"]:
-        log.info("images: %d hard links, %d copies (other filesystem)", links["link"], links["copy"])
+    if placer.counts["copy"]:
+        log.info("images: %d hard links, %d copies (other filesystem)", placer.counts["link"], placer.counts["copy"])
 
     per_class: dict[str, dict[str, int]] = {label: {"train": 0, "val": 0} for label in labels}
     annotation_id = 0
     for image_id, manifest_image in zip(ordered, manifest_images, strict=True):
         entry = entries[image_id]
-        if not entry.num_objects:
+        if not entry.num_objects and not exports.active:
             continue
-        spool.seek(entry.offset)
-        objects = json.loads(spool.read(entry.length))
+        objects = []
+        if entry.num_objects:
+            spool.seek(entry.offset)
+            objects = json.loads(spool.read(entry.length))
         side = manifest_image["split"]
+        annotations = []
         for category_id, segmentation, area, bbox in objects:
             annotation_id += 1
             annotation = {"id": annotation_id, "image_id": image_id, "category_id": category_id,
                           "segmentation": segmentation, "area": area, "bbox": bbox, "iscrowd": 0}
-            writers["all"].add_annotation(annotation)
-            writers[side].add_annotation(annotation)
+            if write_coco:
+                writers["all"].add_annotation(annotation)
+                writers[side].add_annotation(annotation)
+            annotations.append(annotation)
             manifest_image["annotation_ids"].append(annotation_id)
             per_class[labels[category_id - 1]][side] += 1
+        if exports.active:
+            exports.add_image(coco_image(image_id, entry.rel_path, entry.width, entry.height), side, image_id,
+                              annotations)
     for writer in writers.values():
         writer.close()
-    return manifest_images, per_class, annotation_id
+    summaries = exports.close()
+    if write_coco:
+        summaries["coco"] = {"files": [f"annotations/{name}.json" for name in ("all", "train", "val")]}
+    written = {"formats": {name: summaries[name] for name in options.formats},
+               "image_files": {"link": placer.counts["link"], "copy": placer.counts["copy"]}}
+    return manifest_images, per_class, annotation_id, written
 
 
 def _finish(
@@ -445,6 +486,7 @@ def _finish(
     fingerprint_entries: list[tuple[Any, ...]],
     model_versions: Counter[str],
     manifest_images: list[dict[str, Any]],
+    written: dict[str, Any],
 ) -> BuildReport:
     from batchlabel import __version__
     from batchlabel.dataset.mmdet import write_mmdet_config
@@ -465,14 +507,25 @@ def _finish(
                         "instance-segmentation training ignores them; --mask-boxes segments them with SAM")
     if not split.val and options.val_fraction > 0:
         warnings.append(f"only {len(entries)} image(s): no val split (val_fraction {options.val_fraction})")
+    for name, summary in written["formats"].items():
+        if summary.get("box_polygons"):
+            warnings.append(f"{name}: {summary['box_polygons']} objects written as their box polygon "
+                            "(box-only objects, or no polygon outline)")
+        if summary.get("box_only_not_painted"):
+            warnings.append(f"{name}: {summary['box_only_not_painted']} box-only objects not painted (no mask)")
+        if summary.get("over_254_objects_not_painted"):
+            warnings.append(f"{name}: {summary['over_254_objects_not_painted']} objects not painted "
+                            "(more than 254 in one image)")
     for message in warnings:
         log.warning("%s", message)
 
-    config_path = write_mmdet_config(
-        options.template, stage, data_root=out, classes=labels, num_train_images=len(split.train),
-        num_val_images=len(split.val), seed=options.seed, keep_empty=options.keep_empty,
-    )
-    final_config = out / config_path.name
+    final_config: Path | None = None
+    if "coco" in options.formats:
+        config_path = write_mmdet_config(
+            options.template, stage, data_root=out, classes=labels, num_train_images=len(split.train),
+            num_val_images=len(split.val), seed=options.seed, keep_empty=options.keep_empty,
+        )
+        final_config = out / config_path.name
     print_counts = {
         "tasks": counts["tasks"],
         "tasks_unannotated": counts["tasks_unannotated"],
@@ -501,7 +554,9 @@ def _finish(
             "project_model_version": source.project_model_version,
             "storage_root": str(config.storage.root),
         },
-        "options": {**options.output_options(), "config": str(final_config)},
+        "options": {**options.output_options(), "config": str(final_config) if final_config else None},
+        "formats": written["formats"],
+        "image_files": written["image_files"],
         "fingerprint": digest,
         "categories": [{"id": index + 1, "name": name} for index, name in enumerate(labels)],
         "counts": print_counts,
@@ -520,5 +575,5 @@ def _finish(
     return BuildReport(
         status="built", out=out, categories=labels, counts=print_counts, per_class=per_class,
         finding_counts=dict(findings.counts), finding_messages=dict(findings.messages), failures=failures,
-        warnings=warnings, fingerprint=digest,
+        warnings=warnings, fingerprint=digest, formats=written["formats"], image_files=written["image_files"],
     )

@@ -37,10 +37,13 @@ class EncodeStage:
         model_version: this run's prediction version.
         state: the run's shared state.
         cluster_predictions: ``run --ray``'s predictions made by the actors, or None.
+        keep_older_predictions: leave batchlabel's predictions of other model versions on the task (``train``'s
+            re-predict keeps the older model's; a plain run replaces them).
     """
 
     def __init__(self, config: Config, journal: Journal, encoder: Any, decoder: Any, *, model_version: str,
-                 state: RunState, cluster_predictions: PredictionSpool | None = None) -> None:
+                 state: RunState, cluster_predictions: PredictionSpool | None = None,
+                 keep_older_predictions: bool = False) -> None:
         self.config = config
         self.journal = journal
         self.encoder = encoder
@@ -48,6 +51,7 @@ class EncodeStage:
         self.model_version = model_version
         self.state = state
         self.cluster_predictions = cluster_predictions
+        self.keep_older_predictions = keep_older_predictions
 
     def process(self, batch: list[WorkItem]) -> Iterator[PushItem]:
         """Encode ``batch`` and yield a push for each file that needs one, as soon as it is predicted."""
@@ -98,7 +102,8 @@ class EncodeStage:
         if item.task is not None:
             push.task_id = int(item.task["id"])
             push.new_version = (item.task.get("meta") or {}).get("sha256") != item.sha256
-            push.replace_prediction_ids = stale_predictions_of(item.task, self.model_version)
+            if not self.keep_older_predictions:
+                push.replace_prediction_ids = stale_predictions_of(item.task, self.model_version)
             if push.new_version:
                 push.replace_prediction_ids += predictions_of(item.task, self.model_version)
         return push

@@ -368,6 +368,22 @@ class Journal:
             )
             return cursor.rowcount
 
+    def requeue_for_version(self, rel_paths: Iterable[str], model_version: str) -> list[str]:
+        """Put pushed files whose prediction is not of ``model_version`` back to ``discovered``, so the next pass
+        predicts them again (``train``'s re-predict: once per model version). Returns the files requeued."""
+        now = self._clock()
+        requeued = []
+        with self._transaction() as db:
+            for rel_path in rel_paths:
+                cursor = db.execute(
+                    "UPDATE files SET stage = 'discovered', push_started = 0, updated_at = ? WHERE rel_path = ? "
+                    "AND stage = 'pushed' AND (model_version IS NULL OR model_version != ?)",
+                    (now, rel_path, model_version),
+                )
+                if cursor.rowcount:
+                    requeued.append(rel_path)
+        return requeued
+
     def forget(self, rel_path: str) -> None:
         """Drop a file that disappeared before it was pushed."""
         with self._transaction() as db:

@@ -57,6 +57,7 @@ class Pipeline:
         on_progress: called with each finished file's rel_path (progress bars).
         cluster_predictions: ``run --ray``'s predictions made by the actors; a file's is used instead of decoding
             here when it was made for the same sha256 and model version.
+        keep_older_predictions: keep batchlabel's predictions of other model versions (``train``'s re-predict).
     """
 
     def __init__(
@@ -74,12 +75,14 @@ class Pipeline:
         unavailable_limit_s: float | None = None,
         on_progress: Callable[[str], None] | None = None,
         cluster_predictions: PredictionSpool | None = None,
+        keep_older_predictions: bool = False,
     ) -> None:
         self.stop = stop or threading.Event()
         self.state = RunState(journal, on_progress)
         self.intake = Intake(config, journal, sink, self.state)
         self.encode_stage = EncodeStage(config, journal, encoder, decoder, model_version=model_version,
-                                        state=self.state, cluster_predictions=cluster_predictions)
+                                        state=self.state, cluster_predictions=cluster_predictions,
+                                        keep_older_predictions=keep_older_predictions)
         self.push_stage = PushStage(config, journal, sink, self.state, model_version=model_version, stop=self.stop,
                                     unavailable_limit_s=unavailable_limit_s)
         self.batch_size = max(1, int(config.model.batch_size))

@@ -23,14 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from batchlabel.annotate.background_training import (
-    BackgroundTrainer,
-    every_n_annotations,
-    min_reviewed,
-    project_models_dir,
-    reviewed_in_newest_model,
-    training_command,
-)
+from batchlabel.annotate.background_training import BackgroundTrainer, training_command
+from batchlabel.annotate.trained_models import project_models_dir
 from batchlabel.annotate.training_trigger import ReviewedCountTrigger
 from batchlabel.config import Config
 
@@ -93,9 +87,8 @@ class ServeTraining:
 
 def build_serve_training(config: Config) -> ServeTraining:
     """The launcher and trigger for ``config``'s project (nothing starts until a request comes)."""
-    models_dir = project_models_dir(config)
-    trigger = ReviewedCountTrigger(every_n_annotations(config), lambda: reviewed_in_newest_model(config),
-                                   minimum=min_reviewed(config))
+    models_dir = project_models_dir(config.models_dir, config.label_studio.project)
+    trigger = ReviewedCountTrigger.for_config(config)
     if config.source is None or not config.source.is_file():
         return ServeTraining(config.label_studio.project, None, trigger,
                              "the config was not read from a file, so `batchlabel train CONFIG` cannot be started")

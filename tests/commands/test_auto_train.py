@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from batchlabel.annotate.background_training import STATUS_FILE, BackgroundTrainer, project_models_dir
-from batchlabel.annotate.training_trigger import ReviewedCountTrigger
+from batchlabel.annotate.background_training import STATUS_FILE, BackgroundTrainer
+from batchlabel.annotate.trained_models import project_models_dir
 from batchlabel.cli import main
 from batchlabel.commands.auto_train import AutoTrainer
 from batchlabel.config import Config
@@ -37,7 +37,7 @@ def _review(client: Any, task_id: int) -> None:
 
 def test_starts_a_training_when_every_n_more_tasks_are_reviewed(
         label_studio: Any, make_config: Callable[..., Config], tmp_path: Path) -> None:
-    config = make_config()
+    config = make_config(train={"every_n_annotations": 2, "min_reviewed": 1})
     client = label_studio.client
     project = client.projects.create(title=config.label_studio.project,
                                      label_config=generate_label_config(list(config.label_studio.labels)))
@@ -49,8 +49,7 @@ def test_starts_a_training_when_every_n_more_tasks_are_reviewed(
     trainer = BackgroundTrainer(tmp_path / "models", command)
     clock = FakeClock()
     auto = AutoTrainer(config, client, project.id, check_every_s=30.0, trainer=trainer, clock=clock)
-    auto.trigger = ReviewedCountTrigger(2, lambda: 0)  # train.every_n_annotations: 2
-    auto.enabled = True
+    assert auto.enabled
 
     _review(client, task_ids[0])
     assert reviewed_task_count(client, project.id) == 1
@@ -82,7 +81,7 @@ def test_status_shows_a_training_in_progress(make_config: Callable[..., Config],
     assert main(["status", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["training_in_progress"] is None
 
-    models = project_models_dir(config)
+    models = project_models_dir(config.models_dir, config.label_studio.project)
     models.mkdir(parents=True)
     status = {"pid": os.getpid(), "started": 1.0e9, "reason": "Label Studio: Start training", "log": "x.log"}
     (models / STATUS_FILE).write_text(json.dumps(status))

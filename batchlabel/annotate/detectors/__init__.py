@@ -18,8 +18,10 @@ def infer_kind(model: str) -> str:
     return "ultralytics" if Path(model).suffix in (".pt", ".pth") else "sam3"
 
 
-def load_detector(config: DetectorConfig, labels: tuple[str, ...], *, cache_dir: Path, device: str) -> Detector:
+def load_detector(config: DetectorConfig, labels: tuple[str, ...], *, cache_dir: Path, device: str,
+                  name: str | None = None) -> Detector:
     """The configured detector for the project's ``labels`` (``classes`` maps labels to names; default: the label).
+    ``name``: what the detector id calls the weights (default: the file's stem; a trained model's version).
 
     Raises:
         DetectorUnavailableError: checkpoint missing, extra not installed, unreadable model.
@@ -31,7 +33,7 @@ def load_detector(config: DetectorConfig, labels: tuple[str, ...], *, cache_dir:
         from batchlabel.annotate.detectors.ultralytics import UltralyticsDetector
 
         return UltralyticsDetector(Path(config.model), queries, settings_dir=cache_dir / "ultralytics",
-                                   device=device, max_objects=config.max_objects)
+                                   device=device, max_objects=config.max_objects, name=name)
     from batchlabel.annotate.detectors.sam3 import Sam3Detector
 
     return Sam3Detector(config.model, queries, device=device, max_objects=config.max_objects)

@@ -22,6 +22,10 @@ class DetectorUnavailableError(DetectorError):
     """The detector cannot be loaded: checkpoint missing, optional extra not installed, unreadable model files."""
 
 
+class NoTrainedModelError(DetectorUnavailableError):
+    """``preannotate.detector.model: trained`` before ``batchlabel train`` published a model for the project."""
+
+
 class UnknownClassError(DetectorError):
     """A class name a closed-vocabulary detector does not know; the message lists the detector's classes."""
 

@@ -66,13 +66,14 @@ class UltralyticsDetector:
         settings_dir: Ultralytics' settings folder (under batchlabel's cache).
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         max_objects: at most this many boxes per image (``max_det``).
+        name: what ``detector_id`` calls the weights (default: the file's stem; a trained model's version).
     """
 
     kind = "ultralytics"
     slow_on_cpu_s = 0.0
 
     def __init__(self, checkpoint: Path, queries: Mapping[str, tuple[str, ...]], *, settings_dir: Path,
-                 device: str = "cpu", max_objects: int = 100) -> None:
+                 device: str = "cpu", max_objects: int = 100, name: str | None = None) -> None:
         if not checkpoint.is_file():
             raise DetectorUnavailableError(
                 f"{checkpoint}: preannotate.detector.model file not found (expected an Ultralytics .pt checkpoint, "
@@ -99,7 +100,7 @@ class UltralyticsDetector:
         self.queries: Mapping[str, tuple[str, ...]] = dict(queries)
         self.device = device
         self.max_objects = max_objects
-        self.detector_id = f"ultralytics:{checkpoint.stem}@{file_digest(str(checkpoint))}"
+        self.detector_id = f"ultralytics:{name or checkpoint.stem}@{file_digest(str(checkpoint))}"
 
     def detect(self, images: Sequence[np.ndarray], *, min_score: float) -> list[list[Detection]]:
         """Boxes of the queried classes in each HWC uint8 RGB image, XYXY pixels of that image."""

@@ -15,11 +15,16 @@ rasteriser fills the pixels on polygon edges.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
 #: Fixed-point fraction bits used when rasterising float vertices with OpenCV.
 _SHIFT_BITS = 8
+#: Which outline :func:`mask_to_polygon_parts` traces: boundary pixel centres, or just inside the pixel edges.
+Outline = Literal["centres", "edges"]
+#: Points compared at once when looking for the closest pair of two rings (bounds the distance matrix's memory).
+_CLOSEST_PAIR_CHUNK = 1024
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,7 @@ def _enclosed_pixels(contour: np.ndarray, *, is_hole: bool) -> float:
 
 
 def mask_to_polygon_parts(
-    mask: np.ndarray, *, tolerance_px: float = 1.5, min_area_px: float = 4
+    mask: np.ndarray, *, tolerance_px: float = 1.5, min_area_px: float = 4, outline: Outline = "centres"
 ) -> list[PolygonPart]:
     """Trace a (H, W) bool mask (nonzero = foreground) into parts, each an outer polygon and its holes.
 
@@ -59,6 +64,12 @@ def mask_to_polygon_parts(
     usable outer polygon is dropped with its holes).
     Parts come in OpenCV's order (bottom-up scan), holes inside their part. An island inside a hole is a part
     of its own.
+
+    ``outline``: ``"centres"`` traces the centres of the boundary pixels (see the module docstring).
+    ``"edges"`` traces the mask upsampled 2x, so every point lies a quarter pixel inside the pixel-edge outline
+    (``x = c + 0.25`` or ``c + 0.75``): pycocotools' polygon rasteriser (pixel edges) and a rasteriser that truncates
+    vertices to pixel indices (Ultralytics' ``polygon2mask``) both give back the mask's own pixels, and a part of
+    one pixel is still a valid polygon (a 0.5 x 0.5 px square). Straight runs are always merged in this mode.
     """
     import cv2
 
@@ -74,24 +85,29 @@ def mask_to_polygon_parts(
     if rows.size == 0:
         return []
     columns = np.flatnonzero(array[rows[0] : rows[-1] + 1].any(axis=0))
+    if outline not in ("centres", "edges"):
+        raise ValueError(f"outline must be 'centres' or 'edges', got {outline!r}")
     top, left = int(rows[0]), int(columns[0])
     crop = array[top : rows[-1] + 1, left : columns[-1] + 1]
     binary = np.ascontiguousarray(crop != 0, dtype=np.uint8)
+    scale = 2 if outline == "edges" else 1  # traced pixels per image pixel, along each axis
+    if scale > 1:
+        binary = np.ascontiguousarray(binary.repeat(scale, axis=0).repeat(scale, axis=1))
     contours, hierarchy = cv2.findContours(
-        binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE, offset=(left, top)
+        binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE, offset=(left * scale, top * scale)
     )
     if hierarchy is None:
         return []
     links = hierarchy.reshape(-1, 4)  # next, previous, first child, parent
 
     def simplified(contour: np.ndarray, is_hole: bool) -> np.ndarray | None:
-        if _enclosed_pixels(contour, is_hole=is_hole) < min_area_px:
+        if _enclosed_pixels(contour, is_hole=is_hole) < min_area_px * scale * scale:
             return None
-        if tolerance_px > 0:
-            approximated = cv2.approxPolyDP(contour, tolerance_px, closed=True)
+        if tolerance_px > 0 or scale > 1:
+            approximated = cv2.approxPolyDP(contour, tolerance_px * scale, closed=True)
             if len(approximated) >= 3:  # a small part that simplifies away keeps its traced outline
                 contour = approximated
-        points = contour.reshape(-1, 2).astype(np.float64) + 0.5
+        points = (contour.reshape(-1, 2).astype(np.float64) + 0.5) / scale
         return points if len(points) >= 3 else None
 
     parts = []
@@ -160,3 +176,73 @@ def polygon_from_percent(points: list[list[float]] | np.ndarray, width: int, hei
     if array.ndim != 2 or array.shape[1] != 2:
         raise ValueError(f"polygon points must be a list of [x, y] pairs, got shape {array.shape}")
     return array * (np.array([width, height], dtype=np.float64) / 100.0)
+
+
+def _closest_pair(ring: np.ndarray, other: np.ndarray) -> tuple[int, int]:
+    """Indices ``(i, j)`` of the closest vertices ``ring[i]``, ``other[j]`` of two (N, 2) / (M, 2) point arrays."""
+    best = (np.inf, 0, 0)
+    for start in range(0, len(other), _CLOSEST_PAIR_CHUNK):
+        chunk = other[start : start + _CLOSEST_PAIR_CHUNK]
+        distances = np.abs(ring[:, None, :] - chunk[None, :, :]).max(axis=-1)
+        flat = int(distances.argmin())
+        i, j = divmod(flat, len(chunk))
+        if distances[i, j] < best[0]:
+            best = (float(distances[i, j]), i, start + j)
+    return best[1], best[2]
+
+
+def bridge_rings(ring: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """One ring from two, joined by a zero-width cut between their closest vertices.
+
+    The result walks ``ring`` up to vertex ``i``, jumps to ``other``'s closest vertex ``j``, walks all of ``other``
+    back to ``j``, returns along the same cut to ``ring[i]`` and finishes ``ring``: (N + M + 2, 2) points. The cut is
+    traversed twice in opposite directions, so an even-odd (or crossing-count) rasteriser fills the same pixels as it
+    would for the two rings given separately: a hole stays a hole (``other`` inside ``ring``), a detached part stays
+    filled (``other`` outside ``ring``), apart from the pixels the cut's line touches when the rasteriser also fills
+    polygon edges (OpenCV's ``fillPoly``). This is how Ultralytics' own ``merge_multi_segment`` joins segments.
+    """
+    ring = np.asarray(ring, dtype=np.float64).reshape(-1, 2)
+    other = np.asarray(other, dtype=np.float64).reshape(-1, 2)
+    i, j = _closest_pair(ring, other)
+    return np.concatenate([ring[: i + 1], other[j:], other[: j + 1], ring[i:]])
+
+
+def part_ring(part: PolygonPart) -> np.ndarray:
+    """A part as one ring: its outer polygon with every hole joined in by a zero-width cut (:func:`bridge_rings`)."""
+    ring = part.outer
+    for hole in part.holes:
+        ring = bridge_rings(ring, hole)
+    return ring
+
+
+def single_ring(parts: list[PolygonPart]) -> np.ndarray | None:
+    """All parts of one object (holes included) as one ring, for formats with one polygon per object (YOLO).
+
+    Parts are joined along a minimum spanning tree of their closest-vertex distances (Prim's order: the largest part
+    first, then always the part nearest to the ring built so far, cut in at its closest vertex), so the cuts are as
+    short as any joining of these parts can make them. ``None`` when there are no parts.
+    """
+    import cv2
+
+    rings = [part_ring(part) for part in parts]
+    if not rings:
+        return None
+    areas = [abs(float(cv2.contourArea(part.outer.astype(np.float32)))) for part in parts]
+    first = max(range(len(rings)), key=lambda index: areas[index])
+    joined = rings[first]
+    remaining = [index for index in range(len(rings)) if index != first]
+    # squared distance of each remaining part to the nearest part already joined
+    nearest = {index: _squared_distance(rings[first], rings[index]) for index in remaining}
+    while remaining:
+        chosen = min(remaining, key=lambda index: nearest[index])
+        remaining.remove(chosen)
+        joined = bridge_rings(joined, rings[chosen])
+        for index in remaining:
+            nearest[index] = min(nearest[index], _squared_distance(rings[chosen], rings[index]))
+    return joined
+
+
+def _squared_distance(ring: np.ndarray, other: np.ndarray) -> float:
+    """Squared distance between the closest vertices of two (N, 2) / (M, 2) point arrays."""
+    i, j = _closest_pair(ring, other)
+    return float(((ring[i] - other[j]) ** 2).sum())
