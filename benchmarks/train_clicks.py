@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import statistics
@@ -46,7 +47,8 @@ def _clicks(url: str, image: str, size_hw: tuple[int, int], requests: int) -> di
             errors += not ok
     ordered = sorted(latencies)
     return {"requests": len(ordered), "errors": errors, "p50_ms": round(statistics.median(ordered), 1),
-            "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))], 1), "max_ms": round(ordered[-1], 1)}
+            "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))], 1), "max_ms": round(ordered[-1], 1),
+            "load_avg_1min": round(os.getloadavg()[0], 2)}
 
 
 def _during_training(server: Server, image: str, size_hw: tuple[int, int], args: argparse.Namespace, work: Path,
@@ -115,8 +117,6 @@ def main() -> int:
 
 
 def _cpus() -> int:
-    import os
-
     return len(os.sched_getaffinity(0))
 
 

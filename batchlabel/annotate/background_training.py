@@ -59,6 +59,18 @@ TERMINATE_GRACE_S = 10.0
 STARTED, QUEUED, COALESCED = "started", "queued", "coalesced"
 
 
+def child_environment(label_studio: tuple[str, str] | None) -> dict[str, str]:
+    """The child's environment: this process's, plus the running embedded Label Studio's ``(url, api_key)`` when
+    given (``batchlabel up``), so ``train`` attaches to it (:func:`batchlabel.config.running_label_studio_override`)
+    instead of starting a second server on the same data folder."""
+    from batchlabel.config import RUNNING_LABEL_STUDIO_KEY_VARIABLE, RUNNING_LABEL_STUDIO_URL_VARIABLE
+
+    env = dict(os.environ)
+    if label_studio is not None:
+        env[RUNNING_LABEL_STUDIO_URL_VARIABLE], env[RUNNING_LABEL_STUDIO_KEY_VARIABLE] = label_studio
+    return env
+
+
 def training_command(config_path: Path, *extra: str) -> list[str]:
     """The child's argv: this interpreter running ``batchlabel train CONFIG --json`` (plus ``extra`` options)."""
     return [sys.executable, "-m", "batchlabel", "train", str(config_path), "--json", *extra]

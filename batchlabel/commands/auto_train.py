@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from batchlabel.annotate.background_training import BackgroundTrainer, training_command
+from batchlabel.annotate.background_training import BackgroundTrainer, child_environment, training_command
 from batchlabel.annotate.trained_models import project_models_dir
 from batchlabel.annotate.training_trigger import ReviewedCountTrigger
 from batchlabel.config import Config
@@ -33,11 +33,13 @@ class AutoTrainer:
         project_id: the project's id.
         check_every_s: seconds between two reads of the reviewed count.
         trainer: the launcher (default: ``batchlabel train`` on ``config.source``).
+        label_studio: ``(url, api_key)`` of the embedded Label Studio ``batchlabel up`` runs, handed to the child.
         clock: monotonic seconds (injectable for tests).
     """
 
     def __init__(self, config: Config, client: Any, project_id: int, *, check_every_s: float,
-                 trainer: BackgroundTrainer | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 trainer: BackgroundTrainer | None = None, label_studio: tuple[str, str] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.client = client
         self.project_id = project_id
@@ -52,7 +54,7 @@ class AutoTrainer:
         self.trainer = trainer
         if self.enabled and self.trainer is None and config.source is not None:
             self.trainer = BackgroundTrainer(project_models_dir(config.models_dir, config.label_studio.project),
-                                             training_command(config.source))
+                                             training_command(config.source), env=child_environment(label_studio))
         self._next_check = clock()
         self._thread: threading.Thread | None = None
 

@@ -60,13 +60,20 @@ class _ConfigProblemError(Exception):
 def open_label_studio(config: Config, *, url: str | None = None, api_key: str | None = None) -> Iterator[LabelStudio]:
     """A connected SDK client for the configured Label Studio.
 
-    Embedded server (``label_studio.url`` null): ``url``/``api_key`` of one already running (``batchlabel up``), else
-    the embedded server is started here (``EmbeddedLabelStudio.from_config``) and stopped when the block exits.
+    Embedded server (``label_studio.url`` null): ``url``/``api_key`` of one already running (``batchlabel up``; for a
+    process ``up`` started, :func:`batchlabel.config.running_label_studio_override`), else the embedded server is
+    started here (``EmbeddedLabelStudio.from_config``) and stopped when the block exits.
     """
     from batchlabel.sync.client import LabelStudioError, connect
 
     key = api_key
     server = None
+    if config.embedded_label_studio and url is None:
+        from batchlabel.config import running_label_studio_override
+
+        running = running_label_studio_override()  # a child of `up` (background train): the server it runs
+        if running is not None:
+            url, key = running
     if config.embedded_label_studio and url is None:
         from batchlabel.sync.server import EmbeddedLabelStudio
 
@@ -392,7 +399,9 @@ def watch(config: Config, *, summary_every_s: float = 60.0, label_studio_url: st
             log.info("watching %s (%d file(s) found at start)", config.storage.root, scanned)
             next_summary = time.monotonic() + summary_every_s
             auto_builder = AutoBuilder(config, ls)
-            auto_trainer = AutoTrainer(config, ls, session.project_id, check_every_s=summary_every_s)
+            running = (label_studio_url, label_studio_api_key) if label_studio_url and label_studio_api_key else None
+            auto_trainer = AutoTrainer(config, ls, session.project_id, check_every_s=summary_every_s,
+                                       label_studio=running)
             next_retry = time.monotonic() + RETRY_CHECK_S
             while not stop.is_set():
                 _feed(session)

@@ -102,16 +102,19 @@ def build_backend(config: Config, *, model: Any = None, store: StoreLike | None 
     return backend, fetcher
 
 
-def create_app(config: Config, *, model: Any = None, store: StoreLike | None = None) -> FastAPI:
+def create_app(config: Config, *, model: Any = None, store: StoreLike | None = None,
+               label_studio: tuple[str, str] | None = None) -> FastAPI:
     """The backend app. Loads the model now (once per process) unless ``model`` is given; never in ``/setup``.
 
     Args:
         config: the validated config.
         model: a ``LoadedModel`` to use instead of loading ``config.model``.
         store: an ``EmbeddingStore`` to use instead of opening ``config.embeddings_dir``.
+        label_studio: ``(url, api_key)`` of the embedded Label Studio ``batchlabel up`` runs (a background
+            ``train`` attaches to it).
     """
     backend, fetcher = build_backend(config, model=model, store=store)
-    training = build_serve_training(config)
+    training = build_serve_training(config, label_studio=label_studio)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

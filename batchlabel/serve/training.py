@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from batchlabel.annotate.background_training import BackgroundTrainer, training_command
+from batchlabel.annotate.background_training import BackgroundTrainer, child_environment, training_command
 from batchlabel.annotate.trained_models import project_models_dir
 from batchlabel.annotate.training_trigger import ReviewedCountTrigger
 from batchlabel.config import Config
@@ -85,12 +85,13 @@ class ServeTraining:
         return title if isinstance(title, str) and title != self.project_title else None
 
 
-def build_serve_training(config: Config) -> ServeTraining:
-    """The launcher and trigger for ``config``'s project (nothing starts until a request comes)."""
+def build_serve_training(config: Config, *, label_studio: tuple[str, str] | None = None) -> ServeTraining:
+    """The launcher and trigger for ``config``'s project (nothing starts until a request comes); ``label_studio``:
+    ``(url, api_key)`` of the embedded Label Studio ``batchlabel up`` runs, handed to the child."""
     models_dir = project_models_dir(config.models_dir, config.label_studio.project)
     trigger = ReviewedCountTrigger.for_config(config)
     if config.source is None or not config.source.is_file():
         return ServeTraining(config.label_studio.project, None, trigger,
                              "the config was not read from a file, so `batchlabel train CONFIG` cannot be started")
-    return ServeTraining(config.label_studio.project, BackgroundTrainer(models_dir, training_command(config.source)),
-                         trigger)
+    trainer = BackgroundTrainer(models_dir, training_command(config.source), env=child_environment(label_studio))
+    return ServeTraining(config.label_studio.project, trainer, trigger)

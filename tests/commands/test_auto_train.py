@@ -89,3 +89,20 @@ def test_status_shows_a_training_in_progress(make_config: Callable[..., Config],
     assert json.loads(capsys.readouterr().out)["training_in_progress"] == status
     assert main(["status", str(path)]) == 0
     assert f"training in progress: pid {os.getpid()} since 2001-09-0" in capsys.readouterr().out
+
+
+def test_a_training_child_of_up_attaches_to_the_running_embedded_label_studio(
+        label_studio: Any, make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``up`` hands its embedded server to the background ``train`` (child_environment); the child's
+    open_label_studio connects to it instead of starting a second server on the same data folder."""
+    from batchlabel.annotate.background_training import child_environment
+    from batchlabel.commands.ingest import open_label_studio
+
+    config = make_config(label_studio={"url": None, "api_key": None})
+    assert config.embedded_label_studio
+    env = child_environment((label_studio.url, label_studio.api_key))
+    for name in ("BATCHLABEL_RUNNING_LABEL_STUDIO_URL", "BATCHLABEL_RUNNING_LABEL_STUDIO_API_KEY"):
+        monkeypatch.setenv(name, env[name])
+    with open_label_studio(config) as ls:
+        assert ls.projects.list(page_size=1) is not None
+    assert not config.label_studio_data_dir.exists()  # no embedded server was started
