@@ -84,6 +84,23 @@ def test_without_a_config_file_nothing_starts(offline_config: Any, litemedsam: A
     assert "cannot be started" in answer.json()["reason"]
 
 
+def test_annotation_webhook_route_uses_train_every_n_annotations(offline_config: Any, litemedsam: Any,
+                                                                 tmp_path: Path) -> None:
+    config = offline_config(litemedsam, train={"every_n_annotations": 2, "min_reviewed": 1})
+    app = create_app(config, model=litemedsam)
+    command, gate = stand_in_command(tmp_path)
+    gate.touch()
+    app.state.training.trainer = trainer = BackgroundTrainer(tmp_path / "models", command)
+    project = {"id": 3, "title": config.label_studio.project}
+    with TestClient(app, raise_server_exceptions=False) as client:
+        statuses = [client.post("/webhook", json={"action": "ANNOTATION_CREATED", "annotation": {"id": n},
+                                                  "project": {**project, "num_tasks_with_annotations": n}}).json()
+                    for n in (1, 2, 3)]
+        assert [answer["status"] for answer in statuses] == ["ok", "started", "ok"]
+        assert trainer.wait(WAIT_S)
+    assert [outcome.reason for outcome in trainer.outcomes] == ["2 tasks reviewed (ANNOTATION_CREATED)"]
+
+
 def test_annotation_webhooks_start_a_training_every_n_reviewed(tmp_path: Path) -> None:
     command, gate = stand_in_command(tmp_path)
     gate.touch()
