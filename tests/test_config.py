@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,30 @@ def test_a_hub_id_checkpoint_stays_a_hub_id_and_paths_resolve(tmp_path: Path) ->
     assert checkpoint("~/sam2") == str(Path.home() / "sam2")
     (tmp_path / "facebook" / "sam2.1-hiera-tiny").mkdir(parents=True)
     assert checkpoint("facebook/sam2.1-hiera-tiny") == str(tmp_path / "facebook" / "sam2.1-hiera-tiny")
+
+
+def test_the_train_section_has_cpu_defaults_resolves_base_and_validates_every_key(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, minimal()), environ={})
+    train = config.train
+    assert (train.base, train.epochs, train.imgsz, train.batch, train.device) == (None, 20, 320, 8, "auto")
+    assert (train.min_reviewed, train.every_n_annotations) == (10, 0)
+    assert config.models_dir == config.cache.dir / "models"
+    config = load_config(write(tmp_path, minimal(train={"base": "weights/yolo11n.pt", "device": "cuda:1"})), environ={})
+    assert config.train.base == tmp_path / "weights" / "yolo11n.pt" and config.train.device == "cuda:1"
+    for bad, expected in (({"epochs": 0}, "train.epochs: expected a positive integer, got 0"),
+                          ({"device": "tpu"}, "train.device: expected auto, cpu, cuda or cuda:N, got 'tpu'"),
+                          ({"every_n_annotations": -1}, "train.every_n_annotations: expected greater than or equal"),
+                          ({"imgsz": 16}, "train.imgsz: expected greater than or equal to 32"),
+                          ({"epoch": 3}, "train.epoch: unknown key")):
+        with pytest.raises(ConfigError, match=re.escape(expected)):
+            load_config(write(tmp_path, minimal(train=bad)), environ={})
+
+
+def test_detector_model_trained_is_a_name_not_a_path_and_takes_no_classes(tmp_path: Path) -> None:
+    detect = {"mode": "detect", "default_label": "cat", "detector": {"model": "trained"}}
+    config = load_config(write(tmp_path, minimal(preannotate=detect)), environ={})
+    assert config.preannotate.detector is not None and config.preannotate.detector.model == "trained"
+    assert config.preannotate.detector.trained
+    detect["detector"] = {"model": "trained", "classes": {"cat": ["kitty"]}}
+    with pytest.raises(ConfigError, match="model: trained is an Ultralytics model whose classes are the project"):
+        load_config(write(tmp_path, minimal(preannotate=detect)), environ={})
