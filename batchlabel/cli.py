@@ -125,6 +125,10 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train even when the newest model saw the same reviewed data")
     parser.add_argument("--no-repredict", action="store_true",
                         help="do not pre-annotate the unreviewed tasks with the new model afterwards")
+    parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                        help="train as one task on a Ray cluster (one GPU when it has one): auto, HOST:PORT of the "
+                             "head or ray://HOST:PORT (no ADDRESS: a local Ray); needs batchlabel[ray] and a "
+                             "cache.dir every node sees")
 
 
 def _up_arguments(parser: argparse.ArgumentParser) -> None:

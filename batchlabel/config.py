@@ -577,3 +577,17 @@ def label_studio_venv_override() -> Path | None:
     """``$BATCHLABEL_LABEL_STUDIO_VENV`` as a path, ``None`` when unset or empty."""
     value = os.environ.get(LABEL_STUDIO_VENV_VARIABLE)
     return Path(value) if value else None
+
+
+#: Set by batchlabel only for the processes it starts itself (a background ``train`` of ``serve``/``watch`` under
+#: ``batchlabel up``): the URL and API key of the embedded Label Studio already running, so the child attaches to it
+#: instead of starting a second server on the same data folder.
+RUNNING_LABEL_STUDIO_URL_VARIABLE = "BATCHLABEL_RUNNING_LABEL_STUDIO_URL"
+RUNNING_LABEL_STUDIO_KEY_VARIABLE = "BATCHLABEL_RUNNING_LABEL_STUDIO_API_KEY"
+
+
+def running_label_studio_override() -> tuple[str, str] | None:
+    """``(url, api_key)`` of the running embedded Label Studio a parent batchlabel handed on, else ``None``."""
+    url = os.environ.get(RUNNING_LABEL_STUDIO_URL_VARIABLE)
+    key = os.environ.get(RUNNING_LABEL_STUDIO_KEY_VARIABLE)
+    return (url, key) if url and key else None

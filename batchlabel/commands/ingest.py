@@ -7,10 +7,12 @@
   (``watch`` checks every few seconds); ``--retry-failed`` retries the others too.
 - ``watch CONFIG [--summary-every-s S]``: the daemon: initial scan, then a watchdog observer; runs until SIGINT or
   SIGTERM, finishes the batch in flight (queued files stay journaled for the next start) and exits 0. One log line
-  per pushed batch and a summary every ``S`` seconds.
+  per pushed batch and a summary every ``S`` seconds; with ``train.every_n_annotations`` the reviewed count is read
+  as often and a background training started when due (:mod:`batchlabel.commands.auto_train`).
 - ``status CONFIG [--json]``: counts per stage, failures with reasons (transient or permanent, and when a transient
   one is retried), deleted files whose task is kept, annotated files overwritten with new content, the writer lock's
-  holder, embedding-store size, the trained models (``batchlabel train``), Label Studio reachability.
+  holder, embedding-store size, the trained models (``batchlabel train``) and a background training in
+  progress, Label Studio reachability.
 
 One writer per cache folder (:mod:`batchlabel.ingest.writer_lock`), held for the command's life: ``run`` finding a
 ``watch``/``up`` holding it leaves the files to that daemon and exits 0 (a cron job next to the daemon pages no one);
@@ -74,13 +76,20 @@ class _ConfigProblemError(Exception):
 def open_label_studio(config: Config, *, url: str | None = None, api_key: str | None = None) -> Iterator[LabelStudio]:
     """A connected SDK client for the configured Label Studio.
 
-    Embedded server (``label_studio.url`` null): ``url``/``api_key`` of one already running (``batchlabel up``), else
-    the embedded server is started here (``EmbeddedLabelStudio.from_config``) and stopped when the block exits.
+    Embedded server (``label_studio.url`` null): ``url``/``api_key`` of one already running (``batchlabel up``; for a
+    process ``up`` started, :func:`batchlabel.config.running_label_studio_override`), else the embedded server is
+    started here (``EmbeddedLabelStudio.from_config``) and stopped when the block exits.
     """
     from batchlabel.sync.client import LabelStudioError, connect
 
     key = api_key
     server = None
+    if config.embedded_label_studio and url is None:
+        from batchlabel.config import running_label_studio_override
+
+        running = running_label_studio_override()  # a child of `up` (background train): the server it runs
+        if running is not None:
+            url, key = running
     if config.embedded_label_studio and url is None:
         from batchlabel.sync.server import EmbeddedLabelStudio
 
@@ -482,6 +491,7 @@ def _watch_locked(config: Config, stop: threading.Event, *, summary_every_s: flo
                   label_studio_api_key: str | None, model: Any) -> int:
     """The daemon's life (the caller holds the writer lock and handles the signals, which set ``stop``)."""
     from batchlabel.commands.auto_build import AutoBuilder
+    from batchlabel.commands.auto_train import AutoTrainer
     from batchlabel.ingest.discovery import FolderWatcher
 
     started = time.perf_counter()
@@ -494,11 +504,15 @@ def _watch_locked(config: Config, stop: threading.Event, *, summary_every_s: flo
             log.info("watching %s (%d file(s) found at start)", config.storage.root, scanned)
             next_summary = time.monotonic() + summary_every_s
             auto_builder = AutoBuilder(config, ls)
+            running = (label_studio_url, label_studio_api_key) if label_studio_url and label_studio_api_key else None
+            auto_trainer = AutoTrainer(config, ls, session.project_id, check_every_s=summary_every_s,
+                                       label_studio=running)
             next_retry = time.monotonic() + RETRY_CHECK_S
             next_missing, deleted_logged = time.monotonic() + MISSING_CHECK_S, 0
             while not stop.is_set():
                 _feed(session)
                 auto_builder.poll()
+                auto_trainer.poll()
                 if time.monotonic() >= next_retry:
                     _observe_due_retries(session, config)
                     next_retry = time.monotonic() + RETRY_CHECK_S
@@ -518,6 +532,7 @@ def _watch_locked(config: Config, stop: threading.Event, *, summary_every_s: flo
             watcher.stop()
             session.pipeline.close()
             auto_builder.join(timeout_s=600.0)
+            auto_trainer.close()
             summary = _summary(session, started, scanned)
             session.journal.close()
             log.info("stopped: %s", _report_lines(summary)[0])
@@ -566,6 +581,7 @@ def status_command(config: Config, args: argparse.Namespace) -> int:
     report["writer"] = asdict(writer) if writer is not None else None
     report["embedding_store_bytes"] = _store_size(config)
     report["models"] = _trained_models(config)
+    report["training_in_progress"] = _training_in_progress(config)
     report["label_studio"] = _reachability(config)
     if as_json:
         print(json.dumps(report, indent=2))
@@ -594,6 +610,11 @@ def status_command(config: Config, args: argparse.Namespace) -> int:
             metrics = " ".join(f"{key} {value:.3f}" for key, value in model["metrics"].items())
             print(f"model {model['version']}: {model['created']}, {model['reviewed_tasks']} reviewed task(s), "
                   f"{metrics or 'no metrics'}")
+        training = report["training_in_progress"]
+        if training is not None:
+            print(f"training in progress: pid {training['pid']} since "
+                  f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(training['started']))} ({training['reason']}); "
+                  f"log {training['log']}")
         reach = report["label_studio"]
         print(f"Label Studio: {reach['state']}" + (f" ({reach['detail']})" if reach.get("detail") else ""))
     return EXIT_FAILURES if report["failures"] else EXIT_OK
@@ -612,6 +633,15 @@ def _store_size(config: Config) -> int:
     from batchlabel.infer.store import EmbeddingStore
 
     return int(EmbeddingStore(config.embeddings_dir, max_bytes=config.cache.max_bytes).size_bytes())
+
+
+def _training_in_progress(config: Config) -> dict[str, Any] | None:
+    """The background training running for the project (``serve``'s or ``watch``'s), or None."""
+    from batchlabel.annotate.background_training import training_in_progress
+    from batchlabel.annotate.trained_models import project_models_dir
+
+    running = training_in_progress(project_models_dir(config.models_dir, config.label_studio.project))
+    return running.as_dict() if running is not None else None
 
 
 def _reachability(config: Config) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""``batchlabel train CONFIG [--json] [--epochs N] [--force] [--no-repredict]``: fine-tune a detector on the
-project's reviewed tasks, publish it in the model store, then pre-annotate the unreviewed tasks with it.
+"""``batchlabel train CONFIG [--json] [--epochs N] [--force] [--no-repredict] [--ray ADDRESS]``: fine-tune a
+detector on the project's reviewed tasks, publish it in the model store, then pre-annotate the unreviewed tasks with
+it. With ``--ray`` the fitting runs as one task on a Ray cluster (:mod:`batchlabel.ingest.ray_train`), the rest here.
 
 Exit codes: 0 trained, or nothing to do (the newest model saw the same reviewed data); 2 refused, the message names
 the cause (no reviewed task, fewer than ``train.min_reviewed``, base weights missing or unreadable, the Ultralytics
@@ -96,6 +97,7 @@ def _repredict_as_the_writer(config: Config, ls: Any) -> dict[str, Any]:
 def train_command(config: Config, args: argparse.Namespace) -> int:
     """See the module docstring for what it does and its exit codes."""
     from batchlabel.commands.ingest import _ConfigProblemError, open_label_studio
+    from batchlabel.ingest.ray_encode import RayUnavailableError
     from batchlabel.learn.trainer import TrainerError
     from batchlabel.learn.training import TrainRefusedError, train_project
     from batchlabel.learn.ultralytics_trainer import UltralyticsTrainer
@@ -107,7 +109,11 @@ def train_command(config: Config, args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     started = time.perf_counter()
     display = _EpochDisplay(args)
-    trainer = UltralyticsTrainer(settings_dir=config.cache.dir / "ultralytics")
+    trainer: Any = UltralyticsTrainer(settings_dir=config.cache.dir / "ultralytics")
+    if getattr(args, "ray", None) is not None:  # the fitting as one Ray task; the rest stays here
+        from batchlabel.ingest.ray_train import ClusterTrainer
+
+        trainer = ClusterTrainer(trainer, address=args.ray)
     epochs = getattr(args, "epochs", None) or config.train.epochs
     summary: dict[str, Any] = {}
     try:
@@ -128,10 +134,15 @@ def train_command(config: Config, args: argparse.Namespace) -> int:
                 "epochs": model.manifest.get("epochs"), "train_seconds": model.manifest.get("seconds"),
                 "warnings": outcome.warnings,
             }
+            if getattr(args, "ray", None) is not None:
+                summary["ray"] = {"address": args.ray, "node": trainer.node, "num_gpus": trainer.num_gpus}
             if not getattr(args, "no_repredict", False):
                 summary["repredict"] = _repredict_as_the_writer(config, ls)
     except TrainRefusedError as error:
         print(f"batchlabel train: refused: {error}", file=sys.stderr)
+        return EXIT_REFUSED
+    except RayUnavailableError as error:
+        print(f"batchlabel train: {error}", file=sys.stderr)
         return EXIT_REFUSED
     except _ConfigProblemError as problem:
         print(f"batchlabel train: config error\n{problem}", file=sys.stderr)

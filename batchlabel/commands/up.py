@@ -78,12 +78,12 @@ def _start_label_studio(config: Config, stack: ExitStack) -> tuple[str, str]:
     return server.url, server.credentials.api_key
 
 
-def _start_backend(config: Config, stack: ExitStack, model: Any) -> str:
+def _start_backend(config: Config, stack: ExitStack, model: Any, label_studio: tuple[str, str]) -> str:
     from batchlabel.serve.app import create_app
     from batchlabel.serve.runner import BackgroundServer, bind_socket
 
     sock = bind_socket(config.serve.host, config.serve.port)
-    app = create_app(config, model=model)
+    app = create_app(config, model=model, label_studio=label_studio)
     server = BackgroundServer(app, sock).start()
     stack.callback(server.stop)
     host = "127.0.0.1" if config.serve.host in ("0.0.0.0", "::") else config.serve.host
@@ -138,7 +138,7 @@ def up_command(config: Config, args: argparse.Namespace) -> int:
             ls = connect(config.label_studio, url=url, api_key=api_key)
             project = ensure_project(ls, config)
             model = load_engine_model(config.model)  # once: shared by the backend and the watcher
-            backend_url = _start_backend(config, stack, model)
+            backend_url = _start_backend(config, stack, model, (url, api_key))
             backend = connect_ml_backend(ls, project.id, backend_url, username=config.serve.username,
                                          password=config.serve.password)
         except (LabelStudioStartError, LabelStudioError, BindError, WeightsUnavailableError) as exc:

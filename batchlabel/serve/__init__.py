@@ -7,6 +7,6 @@ Modules, one job each:
 - ``embeddings``: embedding lookup (memory, store) and encode-once-on-miss with per-image locks.
 - ``backend``: the prediction service (interactive and batch) on top of the model, store and decoder.
 - ``middleware``: HTTP basic auth, request size limit, per-request access log with latency.
-- ``app``: ``create_app(config, *, model=None, store=None)``, the FastAPI routes.
+- ``app``: ``create_app(config, *, model=None, store=None, label_studio=None)``, the FastAPI routes.
 - ``commands``: ``serve_command(config, args)``, runs uvicorn with graceful shutdown.
 """

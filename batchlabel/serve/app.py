@@ -6,7 +6,10 @@ Routes (the protocol Label Studio 1.23 calls, see ``docs/serve.md``):
 - ``POST /setup``: ``{"model_version": ...}``; async and constant-time (Label Studio gives it 3 s): the model was
   loaded when the app was created, never here. The ``access_token`` it carries is neither logged nor used.
 - ``POST /predict``: interactive when ``params.context.result`` is non-empty, else batch; runs in the thread pool.
-- ``POST /webhook``: accepted and logged.
+- ``POST /webhook``: ``START_TRAINING`` starts ``batchlabel train`` in the background and is answered at once;
+  annotation events may start one (``train.every_n_annotations``, :mod:`batchlabel.serve.training`); other actions
+  are accepted and ignored (debug log).
+- ``POST /train``: Label Studio's older "Start training" (with every annotated task): as ``START_TRAINING``.
 - ``GET /versions``: the one model version.
 
 Errors: payload validation -> 422, image problems -> their 4xx (502 when Label Studio's upload store fails), every
@@ -44,10 +47,12 @@ from batchlabel.serve.protocol import (
     PredictResponse,
     SetupRequest,
     SetupResponse,
+    TrainRequest,
     WebhookRequest,
 )
 from batchlabel.serve.sources import ImageSourceError
 from batchlabel.serve.threads import cpu_cores, torch_threads
+from batchlabel.serve.training import ANNOTATION_ACTIONS, START_TRAINING, build_serve_training
 
 log = logging.getLogger(__name__)
 
@@ -97,15 +102,19 @@ def build_backend(config: Config, *, model: Any = None, store: StoreLike | None 
     return backend, fetcher
 
 
-def create_app(config: Config, *, model: Any = None, store: StoreLike | None = None) -> FastAPI:
+def create_app(config: Config, *, model: Any = None, store: StoreLike | None = None,
+               label_studio: tuple[str, str] | None = None) -> FastAPI:
     """The backend app. Loads the model now (once per process) unless ``model`` is given; never in ``/setup``.
 
     Args:
         config: the validated config.
         model: a ``LoadedModel`` to use instead of loading ``config.model``.
         store: an ``EmbeddingStore`` to use instead of opening ``config.embeddings_dir``.
+        label_studio: ``(url, api_key)`` of the embedded Label Studio ``batchlabel up`` runs (a background
+            ``train`` attaches to it).
     """
     backend, fetcher = build_backend(config, model=model, store=store)
+    training = build_serve_training(config, label_studio=label_studio)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -114,11 +123,13 @@ def create_app(config: Config, *, model: Any = None, store: StoreLike | None = N
         fetcher.close()
         if backend.request_counts is not None:
             backend.request_counts.close()  # writes the queued counts
+        await run_in_threadpool(training.close)
         log.info("backend stopped")
 
     app = FastAPI(title="batchlabel ML backend", version=__version__, lifespan=lifespan, docs_url=None,
                   redoc_url=None, openapi_url=None)
     app.state.backend = backend
+    app.state.training = training
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -189,10 +200,21 @@ def create_app(config: Config, *, model: Any = None, store: StoreLike | None = N
 
     @app.post("/webhook")
     async def post_webhook(body: WebhookRequest) -> dict[str, str]:
-        project = body.model_extra.get("project") if body.model_extra else None
-        project_id = project.get("id") if isinstance(project, dict) else project
-        log.info("webhook action=%s project=%s", body.action, project_id)
+        project_id = body.project.get("id") if isinstance(body.project, dict) else body.project
+        if body.action == START_TRAINING:
+            log.info("webhook action=%s project=%s", body.action, project_id)
+            return training.start("Label Studio: Start training", body.project)
+        if body.action in ANNOTATION_ACTIONS:
+            log.info("webhook action=%s project=%s", body.action, project_id)
+            # the trigger reads the newest model's manifest: off the event loop
+            return await run_in_threadpool(training.on_annotations, body.action, body.project)
+        log.debug("webhook action=%s project=%s ignored", body.action, project_id)
         return {"status": "ok"}
+
+    @app.post("/train")
+    async def post_train(body: TrainRequest) -> dict[str, str]:
+        log.info("train project=%s annotated_tasks=%d", body.project, len(body.annotations))
+        return training.start("Label Studio: Start training (/train)")
 
     app.add_middleware(LastResortMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=int(config.serve.max_request_mb * 2**20))

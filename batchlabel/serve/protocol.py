@@ -89,11 +89,20 @@ class PredictResponse(BaseModel):
 
 
 class WebhookRequest(_Payload):
-    """``POST /webhook``: annotation events. Only ``action`` is read (logged); the rest is accepted as is."""
-
-    model_config = ConfigDict(extra="allow")
+    """``POST /webhook``: ``START_TRAINING`` and annotation events. ``action`` and ``project`` (the project with
+    its counts, e.g. ``num_tasks_with_annotations``; an id in some events) are read; the rest is ignored."""
 
     action: str | None = None
+    project: dict[str, Any] | int | str | None = None
+
+
+class TrainRequest(_Payload):
+    """``POST /train``: Label Studio's "Start training" without its webhook feature flag: every annotated task
+    (``annotations``, not read: ``batchlabel train`` reads the reviewed tasks itself) and ``"<id>.<created_unix>"``."""
+
+    annotations: list[dict[str, Any]] = Field(default_factory=list)
+    project: str | int | None = None
+    label_config: str | None = None
 
 
 class HealthResponse(BaseModel):

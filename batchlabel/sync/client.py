@@ -278,6 +278,13 @@ def find_project(ls: LabelStudio, title: str, *, policy: RetryPolicy = RetryPoli
     return with_retries(lambda: ls.projects.get(id=matches[0].id), what=f"get project {matches[0].id}", policy=policy)
 
 
+def reviewed_task_count(ls: LabelStudio, project_id: int, *, policy: RetryPolicy = RetryPolicy()) -> int:
+    """How many tasks of the project have an annotation, as Label Studio counts them
+    (``num_tasks_with_annotations``: one ``GET /api/projects/{id}``)."""
+    project = with_retries(lambda: ls.projects.get(id=project_id), what=f"get project {project_id}", policy=policy)
+    return int(getattr(project, "num_tasks_with_annotations", None) or 0)
+
+
 class StorageCoverage:
     """Makes sure Label Studio can serve every image of ``root`` through Local Files import storages.
 

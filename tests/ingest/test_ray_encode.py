@@ -4,11 +4,13 @@ One cluster and a few images for the module (CI stays short): the cluster encode
 the second node mid-run does not stop the job nor compute anything twice, a re-run finds everything stored, and
 ``run --ray`` encodes only the new files on the cluster, predicts every file there (boxes from sidecar files: the
 LiteMedSAM of the tests takes box prompts only) and pushes every task with the actors' predictions, equal to those a
-local ``run`` makes from the same embeddings.
+local ``run`` makes from the same embeddings. ``batchlabel train --ray`` (the real command: 4 reviewed synthetic
+images, one epoch at imgsz 64) fits on the same cluster and publishes its model into the shared cache.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -136,6 +138,63 @@ def test_cluster_encode_survives_a_lost_node_matches_local_and_run_pushes_withou
     assert sorted(local_tasks) == sorted(tasks)
     for name, task in tasks.items():
         _assert_same_predictions(task["predictions"], local_tasks[name]["predictions"], name)
+
+
+@pytest.fixture(scope="module")
+def yolo11n() -> Path:
+    """The real YOLO11n COCO weights, as ``tests/annotate/conftest.py`` fetches them."""
+    if importlib.util.find_spec("ultralytics") is None:
+        pytest.skip("the batchlabel[ultralytics] extra is not installed (make install)")
+    from batchlabel.annotate.detectors.assets import YOLO11N
+    from tests.annotate.conftest import _fetch
+
+    return _fetch(YOLO11N)
+
+
+@pytest.mark.slow
+@pytest.mark.labelstudio
+def test_train_ray_fits_on_the_cluster_and_publishes_into_the_shared_cache(
+        cluster: TwoNodeCluster, make_config, yolo11n: Path, tmp_path: Path, label_studio) -> None:
+    """``batchlabel train --ray`` on 4 reviewed synthetic images (1 epoch at imgsz 64). After the lost-node test one
+    node may be left: the task runs on whichever the cluster has."""
+    from batchlabel.annotate.trained_models import newest_model
+    from batchlabel.ingest.ray_train import ClusterTrainer
+    from batchlabel.learn.trainer import TrainerError
+    from batchlabel.learn.ultralytics_trainer import UltralyticsTrainer
+    from batchlabel.sync.label_config import generate_label_config
+    from tests.learn.synthetic_shapes import SHAPE_LABEL, synthesise, write_images
+
+    config: Config = make_config(label_studio={"labels": [SHAPE_LABEL]},
+                                 preannotate={"mode": "none", "default_label": SHAPE_LABEL},
+                                 train={"base": str(yolo11n), "epochs": 1, "imgsz": 64, "batch": 4, "device": "auto",
+                                        "min_reviewed": 4})
+    images = synthesise(4, seed=7, size_hw=(120, 160))
+    write_images(images, config.storage.root / "shapes")
+    client = label_studio.client
+    project = client.projects.create(title=config.label_studio.project,
+                                     label_config=generate_label_config([SHAPE_LABEL]))
+    imported = client.projects.import_tasks(id=project.id, return_task_ids=True, request=[
+        {"data": {"image": f"/data/local-files/?d=shapes/{image.name}.png"}} for image in images])
+    for task_id, image in zip(imported.task_ids, images, strict=True):
+        client.annotations.create(id=task_id, result=[
+            {"from_name": "rectangle", "to_name": "image", "type": "rectanglelabels", "original_width": 160,
+             "original_height": 120, "image_rotation": 0,
+             "value": {"x": x1 / 1.6, "y": y1 / 1.2, "width": (x2 - x1) / 1.6, "height": (y2 - y1) / 1.2,
+                       "rotation": 0, "rectanglelabels": [SHAPE_LABEL]}} for x1, y1, x2, y2 in image.boxes])
+    config_path = write_yaml_config(config, tmp_path / "train.yaml")
+
+    report, _ = _report(_cli(cluster, "train", str(config_path), "--ray", cluster.address, "--json",
+                             "--no-repredict"))
+    assert report["status"] == "trained" and report["ray"]["num_gpus"] == 0  # this cluster has no GPU
+    assert report["ray"]["node"] and report["train_images"] + report["val_images"] == 4
+    model = newest_model(config.models_dir, config.label_studio.project)
+    assert model is not None and model.version == report["model_version"] and model.weights.is_file()
+    assert model.reviewed_tasks == 4 and model.manifest["epochs"] == 1
+
+    # the trainer's own error comes back from the task as itself (train: exit 1 with its message)
+    trainer = ClusterTrainer(UltralyticsTrainer(settings_dir=tmp_path / "ultralytics"), address=cluster.address)
+    with pytest.raises(TrainerError, match="broken.yaml"):
+        trainer.train(tmp_path / "broken.yaml", yolo11n, tmp_path / "out", epochs=1, imgsz=64, device="cpu", batch=4)
 
 
 def project_tasks_of(config: Config) -> list[dict]:
