@@ -88,9 +88,13 @@ class UltralyticsTrainer:
         console = out_dir / "ultralytics.log"
         with console.open("a", encoding="utf-8") as log_file, contextlib.redirect_stdout(log_file), \
                 contextlib.redirect_stderr(log_file), _logger_streams_to(log_file):
+            # amp=False also on CUDA: measured on an H200 (benchmarks/RESULTS.md, 2026-12-04), a 20-image fine-tune
+            # at imgsz 320 reached mAP50 0.04 with AMP against 0.85 without (twice), and AMP's start-up check wants
+            # to download yolo26n.pt, which offline costs a warning and seconds; a nano model on a few images gains
+            # nothing from AMP's speed.
             try:
                 model.train(data=str(dataset_yaml), epochs=epochs, imgsz=imgsz, batch=batch, device=device,
-                            workers=0, plots=False, amp=device.startswith("cuda"), project=str(out_dir),
+                            workers=0, plots=False, amp=False, project=str(out_dir),
                             name="run", exist_ok=True, verbose=False, patience=max(epochs, 1), seed=0,
                             deterministic=False,
                             warmup_epochs=warmup_epochs(_train_images(dataset_yaml), batch=batch, epochs=epochs))
