@@ -111,20 +111,9 @@ def training_in_progress(models_dir: Path) -> TrainingInProgress | None:
                                     str(raw.get("log", "")))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return status if _process_alive(status.pid) else None
+    from batchlabel.sync.server import process_alive
 
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    with contextlib.suppress(OSError):  # a zombie (ended, not reaped yet) is not training
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    return True
+    return status if process_alive(status.pid) else None
 
 
 def last_json_object(text: str) -> dict[str, Any] | None:

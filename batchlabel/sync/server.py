@@ -77,7 +77,7 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """``pid`` runs (a zombie nobody reaped yet does not: a container's init may never reap an orphan)."""
     try:
         os.kill(pid, 0)
@@ -259,7 +259,7 @@ class EmbeddedLabelStudio:
             log.info("%s: pid %d is no longer Label Studio on %s; removed", self.pid_path, pid, self.data_dir)
             self.pid_path.unlink(missing_ok=True)
             return
-        if owner != os.getpid() and _process_alive(owner):
+        if owner != os.getpid() and process_alive(owner):
             raise LabelStudioStartError(
                 f"the Label Studio of {self.data_dir} (pid {pid}, port {port}) belongs to batchlabel process {owner}, "
                 "which is still running: stop that one first (Ctrl-C), or use another cache.dir"
@@ -398,7 +398,7 @@ def _stop_process_group(pid: int, port: int) -> None:
         while time.monotonic() < deadline:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)  # reap it when it is our child
-            if not _process_alive(pid) and port_is_free(port):
+            if not process_alive(pid) and port_is_free(port):
                 return
             time.sleep(HEALTH_POLL_S)
     raise LabelStudioStartError(f"Label Studio pid {pid} (port {port}) did not stop after SIGKILL")
