@@ -8,7 +8,9 @@
 - ``watch CONFIG [--summary-every-s S]``: the daemon: initial scan, then a watchdog observer; runs until SIGINT or
   SIGTERM, finishes the batch in flight (queued files stay journaled for the next start) and exits 0. One log line
   per pushed batch and a summary every ``S`` seconds; with ``train.every_n_annotations`` the reviewed count is read
-  as often and a background training started when due (:mod:`batchlabel.commands.auto_train`).
+  as often and a background training started when due (:mod:`batchlabel.commands.auto_train`). With
+  ``preannotate.detector.model: trained`` it adopts each model ``batchlabel train`` publishes (checked every
+  ``MODEL_CHECK_S``): the unreviewed tasks are predicted again and new files get it, without a restart.
 - ``status CONFIG [--json]``: counts per stage, failures with reasons (transient or permanent, and when a transient
   one is retried), deleted files whose task is kept, annotated files overwritten with new content, the writer lock's
   holder, embedding-store size, the trained models (``batchlabel train``) and a background training in
@@ -464,6 +466,7 @@ def _adopt_newest_model(session: _Session, config: Config, ls: LabelStudio, *, s
     folder watcher feeding it); otherwise ``session`` itself. A config without ``detector.model: trained``: ``session``.
     """
     from batchlabel.annotate.trained_models import newest_model
+    from batchlabel.sync.client import LabelStudioError, LabelStudioUnavailableError
 
     detector = config.preannotate.detector
     if config.preannotate.mode != "detect" or detector is None or not detector.trained:
@@ -475,11 +478,20 @@ def _adopt_newest_model(session: _Session, config: Config, ls: LabelStudio, *, s
              "with it", newest.version, session.trained_version or "none: tasks without predictions")
     session.pipeline.close()
     session.journal.close()
-    done = repredict_unreviewed(config, ls)
-    log.info("re-predicted %d unreviewed task(s) with %s: pushed %d, %d failure(s)", done["requeued"],
-             done["model_version"], done["pushed"], len(done["failures"]))
+    repredicted = True
+    try:
+        done = repredict_unreviewed(config, ls)
+    except (LabelStudioError, LabelStudioUnavailableError) as error:
+        log.warning("re-predicting the unreviewed tasks with %s failed: %s; tried again in %.0f s (the tasks done "
+                    "already are not predicted again)", newest.version, error, MODEL_CHECK_S)
+        repredicted = False
+    else:
+        log.info("re-predicted %d unreviewed task(s) with %s: pushed %d, %d failure(s)", done["requeued"],
+                 done["model_version"], done["pushed"], len(done["failures"]))
     adopted = _start(config, ls, stop=stop, unavailable_limit_s=None, model=model, tracker=session.tracker)
     log.info("new files are predicted with %s", adopted.model_version)
+    if not repredicted:  # the next check adopts it again, re-predicting what is left
+        adopted.trained_version = session.trained_version
     return adopted
 
 
