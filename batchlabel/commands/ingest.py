@@ -8,7 +8,9 @@
 - ``watch CONFIG [--summary-every-s S]``: the daemon: initial scan, then a watchdog observer; runs until SIGINT or
   SIGTERM, finishes the batch in flight (queued files stay journaled for the next start) and exits 0. One log line
   per pushed batch and a summary every ``S`` seconds; with ``train.every_n_annotations`` the reviewed count is read
-  as often and a background training started when due (:mod:`batchlabel.commands.auto_train`).
+  as often and a background training started when due (:mod:`batchlabel.commands.auto_train`). With
+  ``preannotate.detector.model: trained`` it adopts each model ``batchlabel train`` publishes (checked every
+  ``MODEL_CHECK_S``): the unreviewed tasks are predicted again and new files get it, without a restart.
 - ``status CONFIG [--json]``: counts per stage, failures with reasons (transient or permanent, and when a transient
   one is retried), deleted files whose task is kept, annotated files overwritten with new content, the writer lock's
   holder, embedding-store size, the trained models (``batchlabel train``) and a background training in
@@ -64,6 +66,9 @@ POLL_S = 0.05
 RETRY_CHECK_S = 5.0  # how often watch looks for transient failures due for a retry
 #: How often (seconds) watch looks for deleted files that keep a task (one stat per task; moves done as copy+delete).
 MISSING_CHECK_S = 600.0
+#: How often ``watch`` looks for a newer model from ``batchlabel train`` (``detector.model: trained``; reads a
+#: folder): one appearing is adopted (:func:`_adopt_newest_model`).
+MODEL_CHECK_S = 10.0
 #: ``run`` waits this long (seconds; ``--lock-wait-s``) for another run/encode/train writing the same cache folder.
 RUN_LOCK_WAIT_S = 300.0
 
@@ -128,32 +133,37 @@ class _Session:
     sink: LabelStudioSink
     config: Config  # as run: without predictions while ``detector.model: trained`` has no model yet
     model_version: str
+    trained_version: str | None  # the ``batchlabel train`` model it predicts with (``detector.model: trained``)
 
     @property
     def project_id(self) -> int:
         return self.sink.project_id
 
 
-def _without_untrained_detector(config: Config) -> Config:
-    """``config`` itself, or, when ``preannotate.detector.model: trained`` has no model yet, a copy with
-    ``preannotate.mode: none`` (tasks without predictions; said once, here)."""
+def _without_untrained_detector(config: Config) -> tuple[Config, str | None]:
+    """(``config`` itself, or, when ``preannotate.detector.model: trained`` has no model yet, a copy with
+    ``preannotate.mode: none``: tasks without predictions, said once, here; the version of the trained model it
+    predicts with, None when it uses none)."""
     from batchlabel.annotate.detect import resolve_trained
     from batchlabel.annotate.detectors.base import NoTrainedModelError
 
     detector = config.preannotate.detector
     if config.preannotate.mode != "detect" or detector is None or not detector.trained:
-        return config
+        return config, None
     try:
-        resolve_trained(config, config.label_studio.labels)
+        _, _, trained_version = resolve_trained(config, config.label_studio.labels)
     except NoTrainedModelError as error:
         log.warning("%s; this run creates the tasks without predictions", error)
-        return config.model_copy(update={"preannotate": config.preannotate.model_copy(update={"mode": "none"})})
-    return config
+        return config.model_copy(update={"preannotate": config.preannotate.model_copy(update={"mode": "none"})}), None
+    return config, trained_version
 
 
 def _start(config: Config, ls: LabelStudio, *, stop: threading.Event, unavailable_limit_s: float | None,
            model: Any = None, on_progress: Callable[[str], None] | None = None,
-           cluster_predictions: PredictionSpool | None = None, keep_older_predictions: bool = False) -> _Session:
+           cluster_predictions: PredictionSpool | None = None, keep_older_predictions: bool = False,
+           tracker: Any = None) -> _Session:
+    """A session: the journal, sink and pipeline with ``config``'s model version; ``tracker`` reuses a stability
+    tracker (``watch`` adopting a new model keeps its folder watcher's), None = a new one."""
     from batchlabel.annotate.preannotate import model_version_for
     from batchlabel.ingest.discovery import PathFilter, StabilityTracker
     from batchlabel.ingest.journal import Journal
@@ -163,7 +173,7 @@ def _start(config: Config, ls: LabelStudio, *, stop: threading.Event, unavailabl
     root = config.storage.root
     if not root.is_dir():
         raise _ConfigProblemError(f"storage.root: {root} is not a folder")
-    config = _without_untrained_detector(config)
+    config, trained_version = _without_untrained_detector(config)
     engine = _load_engine(config, model)
     try:
         model_version = model_version_for(config, engine.model_id)  # mode detect: loads the detector, checks classes
@@ -175,12 +185,13 @@ def _start(config: Config, ls: LabelStudio, *, stop: threading.Event, unavailabl
     uncertain = any(record.push_started for record in journal.pending())
     if journal.is_empty() or uncertain or keep_older_predictions or config.preannotate.mode in ("boxes", "points"):
         sink.load_index()  # reconcile with what Label Studio already has (lost journal, interrupted push)
-    tracker = StabilityTracker(root, PathFilter(config.storage.include, config.storage.exclude),
-                               stable_s=config.storage.stable_s)
+    if tracker is None:
+        tracker = StabilityTracker(root, PathFilter(config.storage.include, config.storage.exclude),
+                                   stable_s=config.storage.stable_s)
     pipeline = Pipeline(config, journal, sink, engine.encoder, engine.decoder, model_version=model_version,
                         stop=stop, unavailable_limit_s=unavailable_limit_s, on_progress=on_progress,
                         cluster_predictions=cluster_predictions, keep_older_predictions=keep_older_predictions)
-    return _Session(journal, pipeline, tracker, sink, config, model_version)
+    return _Session(journal, pipeline, tracker, sink, config, model_version, trained_version)
 
 
 class _RunProgress:
@@ -446,6 +457,44 @@ def repredict_unreviewed(config: Config, ls: LabelStudio, *,
     return summary
 
 
+def _adopt_newest_model(session: _Session, config: Config, ls: LabelStudio, *, stop: threading.Event,
+                        model: Any) -> _Session:
+    """``watch``'s switch to the project's newest ``batchlabel train`` model (``detector.model: trained``): when it
+    differs from the one ``session`` predicts with (or one appeared where there was none), finish the batch in
+    flight, re-predict the unreviewed tasks with it (:func:`repredict_unreviewed`: the daemon holds the writer lock,
+    so train left that to it) and return a new session with it, keeping ``session``'s stability tracker (and so the
+    folder watcher feeding it); otherwise ``session`` itself. A config without ``detector.model: trained``: ``session``.
+    """
+    from batchlabel.annotate.trained_models import newest_model
+    from batchlabel.sync.client import LabelStudioError, LabelStudioUnavailableError
+
+    detector = config.preannotate.detector
+    if config.preannotate.mode != "detect" or detector is None or not detector.trained:
+        return session
+    newest = newest_model(config.models_dir, config.label_studio.project)
+    if newest is None or newest.version == session.trained_version:
+        return session
+    log.info("new trained model %s (was %s): finishing the batch in flight, then re-predicting the unreviewed tasks "
+             "with it", newest.version, session.trained_version or "none: tasks without predictions")
+    session.pipeline.close()
+    session.journal.close()
+    repredicted = True
+    try:
+        done = repredict_unreviewed(config, ls)
+    except (LabelStudioError, LabelStudioUnavailableError) as error:
+        log.warning("re-predicting the unreviewed tasks with %s failed: %s; tried again in %.0f s (the tasks done "
+                    "already are not predicted again)", newest.version, error, MODEL_CHECK_S)
+        repredicted = False
+    else:
+        log.info("re-predicted %d unreviewed task(s) with %s: pushed %d, %d failure(s)", done["requeued"],
+                 done["model_version"], done["pushed"], len(done["failures"]))
+    adopted = _start(config, ls, stop=stop, unavailable_limit_s=None, model=model, tracker=session.tracker)
+    log.info("new files are predicted with %s", adopted.model_version)
+    if not repredicted:  # the next check adopts it again, re-predicting what is left
+        adopted.trained_version = session.trained_version
+    return adopted
+
+
 def _has_annotation(task: dict[str, Any]) -> bool:
     """A task someone reviewed: a non-cancelled annotation (or Label Studio's count of them)."""
     annotations = [a for a in task.get("annotations") or () if isinstance(a, dict) and not a.get("was_cancelled")]
@@ -509,8 +558,12 @@ def _watch_locked(config: Config, stop: threading.Event, *, summary_every_s: flo
                                        label_studio=running)
             next_retry = time.monotonic() + RETRY_CHECK_S
             next_missing, deleted_logged = time.monotonic() + MISSING_CHECK_S, 0
+            next_model_check = time.monotonic() + MODEL_CHECK_S
             while not stop.is_set():
                 _feed(session)
+                if time.monotonic() >= next_model_check:
+                    session = _adopt_newest_model(session, config, ls, stop=stop, model=model)
+                    next_model_check = time.monotonic() + MODEL_CHECK_S
                 auto_builder.poll()
                 auto_trainer.poll()
                 if time.monotonic() >= next_retry:

@@ -75,9 +75,9 @@ class _EpochDisplay:
 def _repredict_as_the_writer(config: Config, ls: Any) -> dict[str, Any]:
     """Re-predict the unreviewed tasks holding the cache folder's writer lock (the journal has one writer), waiting
     up to ``RUN_LOCK_WAIT_S`` for a ``run``/``encode``. A ``watch``/``up`` holding it is left to do it: a daemon whose
-    config uses ``detector.model: trained`` adopts each new model and re-predicts (``commands.ingest``); the summary
-    says ``skipped`` and names the holder."""
-    from batchlabel.commands.ingest import RUN_LOCK_WAIT_S, repredict_unreviewed
+    config uses ``detector.model: trained`` adopts each new model within ``MODEL_CHECK_S`` and re-predicts
+    (``commands.ingest._adopt_newest_model``); the summary says ``skipped``, names the holder and says so."""
+    from batchlabel.commands.ingest import MODEL_CHECK_S, RUN_LOCK_WAIT_S, repredict_unreviewed
     from batchlabel.ingest.writer_lock import WriterLockBusyError, acquire
 
     try:
@@ -86,7 +86,10 @@ def _repredict_as_the_writer(config: Config, ls: Any) -> dict[str, Any]:
             done = repredict_unreviewed(repredict_config(config), ls)
     except WriterLockBusyError as busy:
         daemon = busy.holder is not None and busy.holder.is_daemon
-        reason = (f"{busy}: the daemon re-predicts with the new model when its config says detector.model: trained"
+        reason = (f"{busy}: that daemon adopts this model within {MODEL_CHECK_S:.0f} s if its config says "
+                  "preannotate.detector.model: trained (it finishes its batch, re-predicts the unreviewed tasks and "
+                  "predicts new files with it); otherwise stop it and run `batchlabel train CONFIG` again to "
+                  "re-predict (nothing is retrained)"
                   if daemon else f"{busy}: run `batchlabel train CONFIG` again later (nothing is retrained; the "
                   "re-predict is finished then)")
         log.warning("re-predict skipped: %s", reason)
