@@ -94,13 +94,15 @@ def hub_endpoint(endpoint: str | None) -> str:
     return (endpoint or constants.ENDPOINT).rstrip("/")
 
 
-def cached_hub_snapshot(hub_id: str, *, cache_dir: Path | None) -> Path | None:
+def cached_hub_snapshot(hub_id: str, *, cache_dir: Path | None, allow_patterns: list[str] | None = None) -> Path | None:
     """The folder of ``hub_id``'s snapshot already in ``cache_dir`` (``None``: the hub's default cache), else None.
-    Touches no network."""
+    Touches no network. ``allow_patterns``: the files the download took (huggingface_hub checks a cached snapshot
+    against the repository's listing: without the same patterns the files a download skipped count as missing)."""
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(hub_id, cache_dir=cache_dir, local_files_only=True))
+        return Path(snapshot_download(hub_id, cache_dir=cache_dir, local_files_only=True,
+                                      allow_patterns=allow_patterns))
     except (OSError, ValueError):  # LocalEntryNotFoundError is an OSError
         return None
 
@@ -147,7 +149,7 @@ def fetch_hub_snapshot(what: str, hub_id: str, *, cache_dir: Path | None, endpoi
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError
 
-    cached = cached_hub_snapshot(hub_id, cache_dir=cache_dir)
+    cached = cached_hub_snapshot(hub_id, cache_dir=cache_dir, allow_patterns=allow_patterns)
     if cached is not None:
         return cached
     source = endpoint or "the Hugging Face hub"
