@@ -31,6 +31,7 @@ URL and key (and its loaded model); without them, ``run``/``watch`` start the em
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -78,12 +79,15 @@ class _ConfigProblemError(Exception):
 
 
 @contextmanager
-def open_label_studio(config: Config, *, url: str | None = None, api_key: str | None = None) -> Iterator[LabelStudio]:
+def open_label_studio(config: Config, *, url: str | None = None, api_key: str | None = None,
+                      embedded: Callable[[str, str], None] | None = None) -> Iterator[LabelStudio]:
     """A connected SDK client for the configured Label Studio.
 
     Embedded server (``label_studio.url`` null): ``url``/``api_key`` of one already running (``batchlabel up``; for a
     process ``up`` started, :func:`batchlabel.config.running_label_studio_override`), else the embedded server is
-    started here (``EmbeddedLabelStudio.from_config``) and stopped when the block exits.
+    started here (``EmbeddedLabelStudio.from_config``) and stopped when the block exits. ``embedded(url, api_key)``
+    is told the embedded server's address and key (so a background ``train`` child attaches to it instead of
+    starting a second server on the same data folder).
     """
     from batchlabel.sync.client import LabelStudioError, connect
 
@@ -101,6 +105,8 @@ def open_label_studio(config: Config, *, url: str | None = None, api_key: str | 
         server = EmbeddedLabelStudio.from_config(config)
         server.start()
         url, key = server.url, server.credentials.api_key
+    if config.embedded_label_studio and embedded is not None and url is not None and key is not None:
+        embedded(url, key)
     try:
         try:
             ls = connect(config.label_studio, url=url, api_key=key)
@@ -134,6 +140,7 @@ class _Session:
     config: Config  # as run: without predictions while ``detector.model: trained`` has no model yet
     model_version: str
     trained_version: str | None  # the ``batchlabel train`` model it predicts with (``detector.model: trained``)
+    model: Any = None  # the loaded SAM model, reused by the sessions that follow (a model adoption)
 
     @property
     def project_id(self) -> int:
@@ -191,7 +198,7 @@ def _start(config: Config, ls: LabelStudio, *, stop: threading.Event, unavailabl
     pipeline = Pipeline(config, journal, sink, engine.encoder, engine.decoder, model_version=model_version,
                         stop=stop, unavailable_limit_s=unavailable_limit_s, on_progress=on_progress,
                         cluster_predictions=cluster_predictions, keep_older_predictions=keep_older_predictions)
-    return _Session(journal, pipeline, tracker, sink, config, model_version, trained_version)
+    return _Session(journal, pipeline, tracker, sink, config, model_version, trained_version, engine.model)
 
 
 class _RunProgress:
@@ -424,36 +431,46 @@ def _run_pass(config: Config, args: argparse.Namespace) -> int:
     return EXIT_FAILURES if summary["failures"] or summary["not_pushed"] else EXIT_OK
 
 
-def repredict_unreviewed(config: Config, ls: LabelStudio, *,
-                         on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def repredict_unreviewed(config: Config, ls: LabelStudio, *, on_progress: Callable[[str], None] | None = None,
+                         model: Any = None, stop: threading.Event | None = None) -> dict[str, Any]:
     """Predict again, with ``config``'s model version, every task of the project that has no annotation yet, through
     ``run``'s pipeline (journal, bulk push, the project switched to show this version). Once per model version: a
     file whose journaled prediction is of this version already is skipped. Predictions of other versions stay on
-    the tasks. Returns ``run``'s summary plus ``requeued`` (the files predicted again)."""
+    the tasks. ``model``: an already loaded SAM model to reuse; ``stop``: set by the caller's signal handlers (the
+    files not submitted yet wait for the next re-predict). Returns ``run``'s summary plus ``requeued`` (the files
+    predicted again)."""
     from batchlabel.ingest.discovery import StableFile
     from batchlabel.sync.client import iter_tasks, rel_path_from_url
 
     started = time.perf_counter()
-    session = _start(config, ls, stop=threading.Event(), unavailable_limit_s=RUN_UNAVAILABLE_LIMIT_S,
+    stop = stop or threading.Event()
+    session = _start(config, ls, stop=stop, unavailable_limit_s=RUN_UNAVAILABLE_LIMIT_S, model=model,
                      on_progress=on_progress, keep_older_predictions=True)
-    model_version, project_id = session.model_version, session.project_id
-    unreviewed = sorted({rel_path_from_url(str((task.get("data") or {}).get("image") or "")) or ""
-                         for task in iter_tasks(ls, project_id) if not _has_annotation(task)} - {""})
-    requeued = session.journal.requeue_for_version(unreviewed, model_version)
-    log.info("re-predicting %d of %d unreviewed task(s) with %s", len(requeued), len(unreviewed), model_version)
-    for rel in requeued:
-        path = config.storage.root / rel
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            log.warning("%s: image deleted since it was ingested; not predicted again", rel)
-            continue
-        session.pipeline.submit(StableFile(path, rel, stat.st_size, stat.st_mtime_ns))
-    session.pipeline.close()
-    summary = _summary(session, started, len(unreviewed))
+    try:
+        model_version, project_id = session.model_version, session.project_id
+        unreviewed = sorted({rel_path_from_url(str((task.get("data") or {}).get("image") or "")) or ""
+                             for task in iter_tasks(ls, project_id) if not _has_annotation(task)} - {""})
+        requeued = session.journal.requeue_for_version(unreviewed, model_version)
+        log.info("re-predicting %d of %d unreviewed task(s) with %s", len(requeued), len(unreviewed), model_version)
+        for rel in requeued:
+            if stop.is_set():
+                break
+            path = config.storage.root / rel
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                log.warning("%s: image deleted since it was ingested; not predicted again", rel)
+                continue
+            session.pipeline.submit(StableFile(path, rel, stat.st_size, stat.st_mtime_ns))
+        session.pipeline.close()
+        summary = _summary(session, started, len(unreviewed))
+    except BaseException:
+        session.pipeline.close()  # what was submitted finishes; the journal keeps the rest for the next re-predict
+        raise
+    finally:
+        session.journal.close()
     summary["requeued"] = len(requeued)
     summary["model_version"] = model_version
-    session.journal.close()
     return summary
 
 
@@ -479,16 +496,27 @@ def _adopt_newest_model(session: _Session, config: Config, ls: LabelStudio, *, s
     session.pipeline.close()
     session.journal.close()
     repredicted = True
+    model = model if model is not None else session.model
     try:
-        done = repredict_unreviewed(config, ls)
-    except (LabelStudioError, LabelStudioUnavailableError) as error:
+        done = repredict_unreviewed(config, ls, model=model, stop=stop)
+    except (LabelStudioError, LabelStudioUnavailableError, _ConfigProblemError) as error:
         log.warning("re-predicting the unreviewed tasks with %s failed: %s; tried again in %.0f s (the tasks done "
                     "already are not predicted again)", newest.version, error, MODEL_CHECK_S)
         repredicted = False
     else:
         log.info("re-predicted %d unreviewed task(s) with %s: pushed %d, %d failure(s)", done["requeued"],
                  done["model_version"], done["pushed"], len(done["failures"]))
-    adopted = _start(config, ls, stop=stop, unavailable_limit_s=None, model=model, tracker=session.tracker)
+    while True:  # the daemon lives on: a Label Studio outage or an unusable model is retried, never a crash
+        try:
+            adopted = _start(config, ls, stop=stop, unavailable_limit_s=None, model=model, tracker=session.tracker)
+            break
+        except (LabelStudioError, LabelStudioUnavailableError, _ConfigProblemError) as error:
+            log.warning("starting the pipeline with %s failed: %s; trying again in %.0f s", newest.version, error,
+                        MODEL_CHECK_S)
+            if stop.wait(MODEL_CHECK_S):  # stopping: the old session (pipeline closed) with a journal to summarise
+                from batchlabel.ingest.journal import Journal
+
+                return dataclasses.replace(session, journal=Journal(config.journal_path))
     log.info("new files are predicted with %s", adopted.model_version)
     if not repredicted:  # the next check adopts it again, re-predicting what is left
         adopted.trained_version = session.trained_version
@@ -544,8 +572,10 @@ def _watch_locked(config: Config, stop: threading.Event, *, summary_every_s: flo
     from batchlabel.ingest.discovery import FolderWatcher
 
     started = time.perf_counter()
+    endpoint: list[tuple[str, str]] = []  # the embedded server's, for background trainings to attach to
     try:
-        with open_label_studio(config, url=label_studio_url, api_key=label_studio_api_key) as ls:
+        with open_label_studio(config, url=label_studio_url, api_key=label_studio_api_key,
+                               embedded=lambda url, key: endpoint.append((url, key))) as ls:
             session = _start(config, ls, stop=stop, unavailable_limit_s=None, model=model)
             watcher = FolderWatcher(session.tracker)
             watcher.start()  # before the scan: nothing created during the scan is missed
@@ -553,7 +583,7 @@ def _watch_locked(config: Config, stop: threading.Event, *, summary_every_s: flo
             log.info("watching %s (%d file(s) found at start)", config.storage.root, scanned)
             next_summary = time.monotonic() + summary_every_s
             auto_builder = AutoBuilder(config, ls)
-            running = (label_studio_url, label_studio_api_key) if label_studio_url and label_studio_api_key else None
+            running = endpoint[0] if endpoint else None
             auto_trainer = AutoTrainer(config, ls, session.project_id, check_every_s=summary_every_s,
                                        label_studio=running)
             next_retry = time.monotonic() + RETRY_CHECK_S
