@@ -166,23 +166,14 @@ def publish_model(partial: Path, weights: Path, manifest: dict[str, Any]) -> Tra
 
 def remove_stale_partials(project_dir: Path) -> list[Path]:
     """Remove partial folders left by processes that are gone (killed mid-training); returns what was removed."""
+    from batchlabel.sync.server import process_alive
+
     removed = []
     for folder in project_dir.glob(f"{PARTIAL_PREFIX}*"):
         pid = folder.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and _alive(int(pid)):
+        if pid.isdigit() and (int(pid) == os.getpid() or process_alive(int(pid))):
             continue
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)
     return removed
 
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

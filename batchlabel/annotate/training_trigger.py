@@ -28,14 +28,18 @@ class ReviewedCountTrigger:
             called on each :meth:`due`, so a model trained meanwhile (by ``batchlabel train`` or another process)
             moves the baseline.
         minimum: no training below this many reviewed tasks (``train`` refuses them anyway).
+        training_running: True while a training of the project runs in any process (its status file): not due then,
+            so ``serve`` and ``up``'s watcher, each with a trigger, do not train the same reviews twice.
     """
 
-    def __init__(self, every_n: int, trained_on: Callable[[], int], *, minimum: int = 0) -> None:
+    def __init__(self, every_n: int, trained_on: Callable[[], int], *, minimum: int = 0,
+                 training_running: Callable[[], bool] = lambda: False) -> None:
         if every_n < 0:
             raise ValueError(f"every_n must be 0 (off) or positive, got {every_n}")
         self.every_n = every_n
         self.trained_on = trained_on
         self.minimum = minimum
+        self.training_running = training_running
         self._started_at = 0  # the reviewed count when this process last asked for a training
         self._lock = threading.Lock()
 
@@ -49,7 +53,15 @@ class ReviewedCountTrigger:
             newest = newest_model(config.models_dir, config.label_studio.project)
             return newest.reviewed_tasks if newest is not None else 0
 
-        return cls(config.train.every_n_annotations, trained_on, minimum=config.train.min_reviewed)
+        def training_running() -> bool:
+            from batchlabel.annotate.background_training import training_in_progress
+            from batchlabel.annotate.trained_models import project_models_dir
+
+            folder = project_models_dir(config.models_dir, config.label_studio.project)
+            return training_in_progress(folder) is not None
+
+        return cls(config.train.every_n_annotations, trained_on, minimum=config.train.min_reviewed,
+                   training_running=training_running)
 
     @property
     def enabled(self) -> bool:
@@ -58,6 +70,8 @@ class ReviewedCountTrigger:
     def due(self, reviewed: int) -> bool:
         """True (once) when ``reviewed`` tasks call for a training; the caller then starts one."""
         if not self.enabled or reviewed < self.minimum:
+            return False
+        if self.training_running():  # due again (if still) once it has published its model
             return False
         with self._lock:
             baseline = max(self.trained_on(), self._started_at)

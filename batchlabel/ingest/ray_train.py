@@ -72,7 +72,7 @@ class ClusterTrainer:
         try:
             gpus = int(ray.cluster_resources().get("GPU", 0))
             self.num_gpus = 1 if gpus > 0 and device != "cpu" else 0
-            node_device = ("cuda" if device == "auto" else device) if self.num_gpus else "cpu"
+            node_device = "cuda:0" if self.num_gpus else "cpu"  # Ray shows the task only its one GPU, as device 0
             task = ray.remote(num_gpus=self.num_gpus, num_cpus=1, max_retries=TASK_RETRIES)(_train_on_node)
             log.info("training on the Ray cluster at %s: one task, %s", self.address or "local",
                      "one GPU" if self.num_gpus else "one CPU (the cluster has no GPU)" if not gpus else "on a CPU")

@@ -121,7 +121,10 @@ def reviewed_data(config: Config, work: Path, *, client: Any | None = None) -> R
     from batchlabel.dataset.manifest import read_manifest
 
     project = config.label_studio.project
-    export, count = _reviewed_export(config, work, client)
+    try:
+        export, count = _reviewed_export(config, work, client)
+    except DatasetError as error:  # no such project, an export Label Studio could not give or we cannot read
+        raise TrainRefusedError(f"project {project!r}: {error}") from None
     if count == 0:
         raise TrainRefusedError(f"project {project!r} has no reviewed task (no submitted annotation): review at "
                                 f"least train.min_reviewed = {config.train.min_reviewed} tasks in Label Studio first")
@@ -245,6 +248,10 @@ def train_project(config: Config, trainer: Trainer, *, epochs: int | None = None
         }
         try:
             model = publish_model(partial, result.weights, manifest)
+        except FileExistsError:  # another `train` of the same data published this version meanwhile
+            shutil.rmtree(partial, ignore_errors=True)
+            raise TrainerError(f"model version {manifest.get('version')} was published by another training of the "
+                               "same reviewed data while this one ran; nothing more published") from None
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise

@@ -139,13 +139,14 @@ def _logger_streams_to(stream: Any) -> Iterator[None]:
     """Point Ultralytics' own log handlers (bound to the terminal at its import) at ``stream`` for a while."""
     handlers = [handler for handler in logging.getLogger("ultralytics").handlers
                 if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)]
-    previous = [handler.setStream(stream) for handler in handlers]
+    previous = [handler.stream for handler in handlers]
+    for handler in handlers:  # not setStream: it flushes the old stream, which may be closed (a test's capture)
+        handler.stream = stream
     try:
         yield
     finally:
         for handler, old in zip(handlers, previous, strict=True):
-            if old is not None:
-                handler.setStream(old)
+            handler.stream = old
 
 
 def _metrics(raw: Any) -> dict[str, float]:
