@@ -206,6 +206,15 @@ def _check_detector(config: Config) -> Iterator[CheckResult]:
     from batchlabel.annotate.detectors import DetectorUnavailableError, infer_kind
 
     topic = "preannotate.detector.model"
+    if detector.trained:  # the project's newest `batchlabel train` model, not a path or hub id
+        from batchlabel.annotate.trained_models import newest_model
+
+        newest = newest_model(config.models_dir, config.label_studio.project)
+        yield (CheckResult("ok", topic, f"trained: the project's newest model is {newest.version}")
+               if newest is not None else
+               CheckResult("warn", topic, "trained: no model yet; run/watch create tasks without predictions until "
+                           "`batchlabel train` publishes one"))
+        return
     kind = infer_kind(detector.model) if detector.kind == "auto" else detector.kind
     try:
         if kind == "ultralytics":

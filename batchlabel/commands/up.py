@@ -63,8 +63,8 @@ def _start_label_studio(config: Config, stack: ExitStack) -> tuple[str, str]:
 
     server = EmbeddedLabelStudio.from_config(config)
     first_start = not (server.data_dir / CREDENTIALS_FILE).exists()
+    stack.callback(server.stop)  # before start: Ctrl-C during a first start (migrations) stops it too
     server.start()
-    stack.callback(server.stop)
     if server.port is not None and server.url != f"http://127.0.0.1:{server.port}":
         print(f"Label Studio: {server.url} (port {server.port} is taken by another program)")
     credentials_path = server.data_dir / CREDENTIALS_FILE

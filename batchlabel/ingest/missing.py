@@ -102,7 +102,12 @@ def reconcile_missing(config: Config, journal: Journal, sink: LabelStudioSink, *
     for record in journal.records(("duplicate",)):
         if not (root / record.rel_path).exists():
             journal.remove(record.rel_path)
-    for record in missing_records(config, journal):
+    missing = list(missing_records(config, journal))
+    if prune and missing and len(missing) >= journal.counts().get("pushed", 0):
+        log.warning("every journaled file is missing from %s (an unmounted share?): nothing pruned; prune again once "
+                    "the files are back or really gone", root)
+        prune = False
+    for record in missing:
         assert record.task_id is not None
         twin = next((other for other in journal.by_sha256(record.sha256 or "")
                      if other.stage == "duplicate" and (root / other.rel_path).is_file()), None)

@@ -153,7 +153,7 @@ class InteractiveRequestCounts:
             with connection:  # one transaction, rolled back on error
                 connection.execute("BEGIN IMMEDIATE")
                 connection.executemany(_UPSERT, [(*key, n) for key, n in counts.items()])
-        except (sqlite3.Error, OverflowError) as error:
+        except (sqlite3.Error, OSError, OverflowError) as error:  # OSError: the cache folder cannot be created
             if connection is not None:
                 connection.close()
             tasks = sorted({key[1] for key in counts})
