@@ -11,9 +11,11 @@ Layout of a built dataset (``--out DIR``) with the default format, ``coco``::
 the same spool and the same split (see :mod:`.exports`).
 
 Flow (bounded memory: tasks stream from the export; each converted image goes to a spool file on disk and only a
-small per-image summary stays in memory): export -> convert every task -> split -> link images, hash them -> write
-the three COCO files from the spool in image-id order -> manifest and mmdet config -> move the finished folder into
-place (a failed build never leaves a half-written dataset behind).
+small per-image summary stays in memory): export -> convert every task (and render its other formats from the masks
+in memory, :class:`~.exports.ExportRenderer`) -> split -> link images, hash them -> write the three COCO files from
+the spool in image-id order (and the other formats' split-dependent files) -> manifest and mmdet config -> move the
+finished folder into place (everything is written into ``.<out>.partial-<pid>`` first: a failed build never leaves
+a half-written dataset behind).
 
 Image ids are Label Studio task ids; annotation ids count from 1 in image-id order, the same in all three files. The
 output does not depend on the order tasks arrive in, so a live project and a JSON export of it give identical files.
@@ -52,23 +54,6 @@ log = logging.getLogger(__name__)
 MAX_MESSAGES_PER_KIND = 20
 #: Findings that are expected and only counted (not warned about).
 _QUIET_FINDINGS = ("box_only",)
-#: Builds of fewer images render their extra formats in this process (starting workers costs about a second each).
-PARALLEL_EXPORT_MIN_IMAGES = 200
-#: At most this many export worker processes.
-MAX_EXPORT_WORKERS = 8
-
-
-def export_workers(requested: int | None, num_images: int) -> int:
-    """Worker processes for the extra formats: ``requested``, or by default one per CPU core (at most
-    :data:`MAX_EXPORT_WORKERS`) when there are 2 or more cores and :data:`PARALLEL_EXPORT_MIN_IMAGES` images."""
-    if requested is not None:
-        return max(0, requested)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if cores < 2 or num_images < PARALLEL_EXPORT_MIN_IMAGES:
-        return 0
-    return min(cores, MAX_EXPORT_WORKERS)
-
-
 @dataclass(frozen=True)
 class BuildOptions:
     """What ``build-dataset`` was asked for (defaults from ``config.dataset``)."""
@@ -89,8 +74,8 @@ class BuildOptions:
     formats: tuple[str, ...] = ("coco",)
     #: Douglas-Peucker tolerance of the exported polygons (coco-polygon, yolo), pixels
     polygon_tolerance_px: float = 0.25
-    #: processes rendering coco-polygon/yolo/voc files; None: one per CPU core for builds of
-    #: :data:`PARALLEL_EXPORT_MIN_IMAGES` images or more, else none (the output is the same either way)
+    #: processes rendering coco-polygon/yolo/voc files beside this one; None: one per CPU core once
+    #: :data:`~.exports.PARALLEL_EXPORT_MIN_IMAGES` tasks were rendered (the output is the same either way)
     export_workers: int | None = None
 
     def __post_init__(self) -> None:
@@ -334,87 +319,102 @@ def _build(
     model_versions: Counter[str] = Counter()
     spool_path = work / "spool.jsonl"
 
-    with spool_path.open("w+b") as spool:
-        for task in iter_export_tasks(source.path):
-            counts["tasks"] += 1
-            task_id = task.get("id")
-            annotation = _selected_or_none(task)
-            fingerprint_entries.append(_fingerprint_entry(task, annotation))  # as export_fingerprint computes it
-            try:
-                annotation = select_annotation(task)
-                for prediction in task_list(task, "predictions"):
-                    if isinstance(prediction, dict) and prediction.get("model_version"):
-                        model_versions[str(prediction["model_version"])] += 1
-                if annotation is None:
-                    counts["tasks_unannotated"] += 1
+    stage = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    renderer = None
+    try:
+        with spool_path.open("w+b") as spool:
+            if any(name != "coco" for name in options.formats):
+                from batchlabel.dataset.exports import ExportRenderer
+
+                renderer = ExportRenderer(stage, work, options.formats, tolerance_px=options.polygon_tolerance_px,
+                                          workers=options.export_workers)
+            for task in iter_export_tasks(source.path):
+                counts["tasks"] += 1
+                task_id = task.get("id")
+                annotation = _selected_or_none(task)
+                fingerprint_entries.append(_fingerprint_entry(task, annotation))  # as export_fingerprint computes it
+                try:
+                    annotation = select_annotation(task)
+                    for prediction in task_list(task, "predictions"):
+                        if isinstance(prediction, dict) and prediction.get("model_version"):
+                            model_versions[str(prediction["model_version"])] += 1
+                    if annotation is None:
+                        counts["tasks_unannotated"] += 1
+                        if not options.keep_empty:
+                            continue
+                    converted = converter.convert(task, annotation)
+                except DatasetError as error:
+                    failures.append(str(error))
+                    log.error("%s", error)
+                    continue
+                for finding in converted.findings:
+                    findings.add(finding)
+                if not converted.objects:
+                    if annotation is not None:
+                        counts["tasks_annotated_empty"] += 1
                     if not options.keep_empty:
                         continue
-                converted = converter.convert(task, annotation)
-            except DatasetError as error:
-                failures.append(str(error))
-                log.error("%s", error)
-                continue
-            for finding in converted.findings:
-                findings.add(finding)
-            if not converted.objects:
-                if annotation is not None:
-                    counts["tasks_annotated_empty"] += 1
-                if not options.keep_empty:
+                if converted.task_id in entries:
+                    failures.append(f"task {converted.task_id}: appears twice in the export")
                     continue
-            if converted.task_id in entries:
-                failures.append(f"task {converted.task_id}: appears twice in the export")
-                continue
-            line = json.dumps(
-                [[obj.category_id, obj.segmentation, obj.area, obj.bbox] for obj in converted.objects],
-                separators=(",", ":"),
-            ).encode() + b"\n"
-            offset = spool.tell()
-            spool.write(line)
-            entries[converted.task_id] = _Entry(
-                converted.task_id, converted.rel_path, converted.path, converted.width, converted.height,
-                converted.annotation, frozenset(obj.category_id for obj in converted.objects),
-                len(converted.objects), offset, len(line),
-            )
+                line = json.dumps(
+                    [[obj.category_id, obj.segmentation, obj.area, obj.bbox] for obj in converted.objects],
+                    separators=(",", ":"),
+                ).encode() + b"\n"
+                offset = spool.tell()
+                spool.write(line)
+                entries[converted.task_id] = _Entry(
+                    converted.task_id, converted.rel_path, converted.path, converted.width, converted.height,
+                    converted.annotation, frozenset(obj.category_id for obj in converted.objects),
+                    len(converted.objects), offset, len(line),
+                )
+                if renderer is not None:
+                    renderer.render(converted.task_id, converted.rel_path, converted.height, converted.width,
+                                    converted.objects)
+            if renderer is not None:
+                renderer.finish()
 
-        # the same file in several tasks: keep the lowest task id (one images entry per file)
-        by_path: dict[str, int] = {}
-        for task_id in sorted(entries):
-            rel = entries[task_id].rel_path
-            if rel in by_path:
-                findings.add(Finding(
-                    "duplicate_image", task_id,
-                    f"task {task_id}: image {rel} is also task {by_path[rel]}; task {task_id} skipped",
-                ))
-                del entries[task_id]
-            else:
-                by_path[rel] = task_id
-        if not entries:
-            raise DatasetError(
-                f"nothing to build: {counts['tasks']} tasks, {counts['tasks_unannotated']} without annotations, "
-                f"{counts['tasks_annotated_empty']} annotated with no objects, {len(failures)} failed"
-                + (f"; first failure: {failures[0]}" if failures else "")
-            )
+            # the same file in several tasks: keep the lowest task id (one images entry per file)
+            by_path: dict[str, int] = {}
+            for task_id in sorted(entries):
+                rel = entries[task_id].rel_path
+                if rel in by_path:
+                    findings.add(Finding(
+                        "duplicate_image", task_id,
+                        f"task {task_id}: image {rel} is also task {by_path[rel]}; task {task_id} skipped",
+                    ))
+                    del entries[task_id]
+                else:
+                    by_path[rel] = task_id
+            if not entries:
+                raise DatasetError(
+                    f"nothing to build: {counts['tasks']} tasks, {counts['tasks_unannotated']} without annotations, "
+                    f"{counts['tasks_annotated_empty']} annotated with no objects, {len(failures)} failed"
+                    + (f"; first failure: {failures[0]}" if failures else "")
+                )
 
-        from batchlabel.dataset.split import split_images
+            from batchlabel.dataset.split import split_images
 
-        split = split_images({tid: e.categories for tid, e in entries.items()},
-                             val_fraction=options.val_fraction, seed=options.seed)
-        val_ids = set(split.val)
-        stage = out.parent / f".{out.name}.partial-{os.getpid()}"
-        if stage.exists():
-            shutil.rmtree(stage)
-        stage.mkdir(parents=True)
-        try:
+            split = split_images({tid: e.categories for tid, e in entries.items()},
+                                 val_fraction=options.val_fraction, seed=options.seed)
+            val_ids = set(split.val)
             manifest_images, per_class, ann_total, written = _write_files(
-                stage, out, spool, entries, val_ids, labels, options, findings
+                stage, out, spool, entries, val_ids, labels, options, findings, renderer
             )
             report = _finish(config, options, source, labels, out, stage, entries, split, per_class, ann_total,
                              counts, findings, failures, fingerprint_entries, model_versions, manifest_images,
                              written)
+            if renderer is not None:
+                renderer.close()
             _move_into_place(stage, out)
-        except BaseException:
-            shutil.rmtree(stage, ignore_errors=True)
-            raise
+    except BaseException:
+        if renderer is not None:
+            renderer.close()  # its workers write into the stage
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     return report
 
 
@@ -427,6 +427,7 @@ def _write_files(
     labels: list[str],
     options: BuildOptions,
     findings: _Findings,
+    renderer: Any | None,
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]], int, dict[str, Any]]:
     """Write every format's files into ``stage``; returns the manifest's images, per-class counts, the number of
     objects and what was written (``{"formats": {name: summary}, "images": {"link": n, "copy": n}}``)."""
@@ -443,9 +444,7 @@ def _write_files(
     write_coco = "coco" in options.formats
     writers = ({name: CocoWriter(annotations_dir / f"{name}.json", categories=categories, info=info)
                 for name in ("all", "train", "val")} if write_coco else {})
-    exports = ExportWriters(stage, out, options.formats, labels, coco_info=info,
-                            tolerance_px=options.polygon_tolerance_px,
-                            workers=export_workers(options.export_workers, len(entries)))
+    exports = ExportWriters(stage, out, renderer, labels, coco_info=info) if renderer is not None else None
     coco_images = write_coco or "coco-polygon" in options.formats  # both name files relative to images/
     placer = ImagePlacer()
     manifest_images: list[dict[str, Any]] = []
@@ -458,7 +457,7 @@ def _write_files(
             writers["all"].add_image(image)
             writers[side].add_image(image)
         targets = [stage / "images" / entry.rel_path] if coco_images else []
-        placer.place(entry.path, targets + exports.image_targets(image, side, image_id))
+        placer.place(entry.path, targets + (exports.image_targets(image, side, image_id) if exports else []))
         digest = file_sha256(entry.path)
         if digest in hashes:
             findings.add(Finding(
@@ -477,35 +476,31 @@ def _write_files(
 
     per_class: dict[str, dict[str, int]] = {label: {"train": 0, "val": 0} for label in labels}
     annotation_id = 0
-    try:
-        for image_id, manifest_image in zip(ordered, manifest_images, strict=True):
-            entry = entries[image_id]
-            if not entry.num_objects and not exports.active:
-                continue
-            objects = []
-            if entry.num_objects:
-                spool.seek(entry.offset)
-                objects = json.loads(spool.read(entry.length))
-            side = manifest_image["split"]
-            annotations = []
-            for category_id, segmentation, area, bbox in objects:
-                annotation_id += 1
-                annotation = {"id": annotation_id, "image_id": image_id, "category_id": category_id,
-                              "segmentation": segmentation, "area": area, "bbox": bbox, "iscrowd": 0}
-                if write_coco:
-                    writers["all"].add_annotation(annotation)
-                    writers[side].add_annotation(annotation)
-                annotations.append(annotation)
-                manifest_image["annotation_ids"].append(annotation_id)
-                per_class[labels[category_id - 1]][side] += 1
-            if exports.active:
-                exports.add_image(coco_image(image_id, entry.rel_path, entry.width, entry.height), side, image_id,
-                                  annotations)
-        for writer in writers.values():
-            writer.close()
-        summaries = exports.close()
-    finally:
-        exports.shutdown()
+    for image_id, manifest_image in zip(ordered, manifest_images, strict=True):
+        entry = entries[image_id]
+        if not entry.num_objects and exports is None:
+            continue
+        objects = []
+        if entry.num_objects:
+            spool.seek(entry.offset)
+            objects = json.loads(spool.read(entry.length))
+        side = manifest_image["split"]
+        annotations = []
+        for category_id, segmentation, area, bbox in objects:
+            annotation_id += 1
+            annotation = {"id": annotation_id, "image_id": image_id, "category_id": category_id,
+                          "segmentation": segmentation, "area": area, "bbox": bbox, "iscrowd": 0}
+            if write_coco:
+                writers["all"].add_annotation(annotation)
+                writers[side].add_annotation(annotation)
+            annotations.append(annotation)
+            manifest_image["annotation_ids"].append(annotation_id)
+            per_class[labels[category_id - 1]][side] += 1
+        if exports is not None:
+            exports.add_image(side, image_id, annotations)
+    for writer in writers.values():
+        writer.close()
+    summaries = exports.close() if exports is not None else {}
     if write_coco:
         summaries["coco"] = {"files": [f"annotations/{name}.json" for name in ("all", "train", "val")]}
     written = {"formats": {name: summaries[name] for name in options.formats},

@@ -64,7 +64,8 @@ class CocoObject:
 
     ``segmentation``: COCO compressed RLE dict, a list of flat polygon lists ``[x1, y1, x2, y2, ...]`` (pixel
     corners), or ``[]`` for a box-only object. ``bbox``: ``[x, y, width, height]`` pixels. ``kind``: ``"mask"``,
-    ``"polygon"`` or ``"box"`` (what the Label Studio region was).
+    ``"polygon"`` or ``"box"`` (what the Label Studio region was). ``mask``: the object's exact (H, W) bool mask
+    while the task is being built (None for a box-only object; the other formats are rendered from it).
     """
 
     category_id: int
@@ -73,6 +74,7 @@ class CocoObject:
     bbox: list[float]
     kind: str
     result_id: str | None = None
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -485,7 +487,7 @@ class TaskConverter:
         if area < self.tiny_area_px:
             findings.append(Finding("tiny_object", task_id,
                                     f"task {task_id}: {region.kind} region {region.result_id} covers {area:g} px"))
-        return CocoObject(region.category_id, segmentation, area, bbox, kind, region.result_id)
+        return CocoObject(region.category_id, segmentation, area, bbox, kind, region.result_id, mask)
 
     def _polygon_segmentation(
         self, region: _Region, mask: np.ndarray, task_id: int, findings: list[Finding]

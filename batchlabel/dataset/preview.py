@@ -34,29 +34,16 @@ def category_colour(category_id: int) -> tuple[int, int, int]:
     return int(r), int(g), int(b)
 
 
-def segmentation_mask(segmentation: Any, height: int, width: int) -> np.ndarray | None:
-    """(H, W) bool mask of a COCO segmentation (RLE dict or polygon lists); None for a box-only object (``[]``)."""
-    from pycocotools import mask as mask_utils
-
-    from batchlabel.formats.coco_rle import coco_rle_to_mask
-
-    if isinstance(segmentation, dict):
-        return coco_rle_to_mask(segmentation)
-    polygons = [polygon for polygon in segmentation or [] if len(polygon) >= 6]
-    if not polygons:
-        return None
-    rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-    return mask_utils.decode(rle).astype(bool)
-
-
 def render_overlay(rgb: np.ndarray, image: dict[str, Any], names: dict[int, str]) -> np.ndarray:
     """Draw ``image["annotations"]`` on an (H, W, 3) uint8 RGB array: filled masks, box outlines, label names."""
     from PIL import Image, ImageDraw
 
+    from batchlabel.formats.coco import segmentation_to_mask
+
     height, width = rgb.shape[:2]
     canvas = rgb.astype(np.float32)
     for annotation in image["annotations"]:
-        mask = segmentation_mask(annotation["segmentation"], height, width)
+        mask = segmentation_to_mask(annotation["segmentation"], height, width)
         if mask is not None and mask.shape == (height, width):
             tint = np.array(category_colour(annotation["category_id"]), dtype=np.float32)
             canvas[mask] = canvas[mask] * (1 - MASK_ALPHA) + tint * MASK_ALPHA

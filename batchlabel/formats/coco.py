@@ -1,4 +1,4 @@
-"""Writing COCO instance-segmentation JSON files as a stream.
+"""Writing COCO instance-segmentation JSON files as a stream, and reading an entry's ``segmentation`` back as a mask.
 
 A file is written in two phases, ``images`` then ``annotations``, one entry at a time, so a dataset of any size is
 written with memory bounded by one image's annotations. The layout is the standard COCO one::
@@ -18,6 +18,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+import numpy as np
+
 _SEPARATORS = (",", ":")
 
 
@@ -34,6 +36,20 @@ def coco_image(image_id: int, file_name: str, width: int, height: int) -> dict[s
 def encode_entry(entry: dict[str, Any] | None) -> str:
     """The compact JSON text of one ``images`` or ``annotations`` entry, as :class:`CocoWriter` writes it."""
     return json.dumps(entry, separators=_SEPARATORS)
+
+
+def segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarray | None:
+    """(H, W) bool mask of a COCO ``segmentation`` (RLE dict, or polygon lists rasterised by pycocotools with the
+    parts unioned); ``None`` for a box-only object (``[]``)."""
+    if isinstance(segmentation, dict):
+        from batchlabel.formats.coco_rle import coco_rle_to_mask
+
+        return coco_rle_to_mask(segmentation)
+    if not any(len(polygon) >= 6 for polygon in segmentation or []):
+        return None
+    from batchlabel.formats.coco_polygon import coco_polygons_to_mask
+
+    return coco_polygons_to_mask(segmentation, height, width)
 
 
 class CocoWriter:

@@ -15,7 +15,7 @@ rasteriser fills the pixels on polygon edges.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -23,8 +23,10 @@ import numpy as np
 _SHIFT_BITS = 8
 #: Which outline :func:`mask_to_polygon_parts` traces: boundary pixel centres, or just inside the pixel edges.
 Outline = Literal["centres", "edges"]
-#: Points compared at once when looking for the closest pair of two rings (bounds the distance matrix's memory).
-_CLOSEST_PAIR_CHUNK = 1024
+#: Point pairs compared at once when joining rings (bounds the distance matrices' memory: a few bytes each).
+_DISTANCE_BLOCK = 1 << 20
+#: :func:`join_rings` builds a spanning tree of at most this many rings (more are noise: see ``_join_many``).
+MAX_TREE_RINGS = 256
 
 
 @dataclass(frozen=True)
@@ -178,74 +180,236 @@ def polygon_from_percent(points: list[list[float]] | np.ndarray, width: int, hei
     return array * (np.array([width, height], dtype=np.float64) / 100.0)
 
 
-def _closest_pair(ring: np.ndarray, other: np.ndarray) -> tuple[int, int, float]:
-    """The closest vertices ``ring[i]``, ``other[j]`` of two (N, 2) / (M, 2) point arrays: ``(i, j, distance)``.
-
-    Distance is Chebyshev's, ``max(|dx|, |dy|)`` in pixels: the number of pixels a rasterised line between the two
-    covers, so the pair chosen is the cut that adds the fewest pixels where a rasteriser draws polygon edges.
-    """
-    ring_x, ring_y = ring[:, 0, None].astype(np.float32), ring[:, 1, None].astype(np.float32)
-    best = (np.inf, 0, 0)
-    for start in range(0, len(other), _CLOSEST_PAIR_CHUNK):
-        chunk = other[start : start + _CLOSEST_PAIR_CHUNK].astype(np.float32)
-        distances = np.maximum(np.abs(ring_x - chunk[None, :, 0]), np.abs(ring_y - chunk[None, :, 1]))
-        i, j = divmod(int(distances.argmin()), len(chunk))
-        if distances[i, j] < best[0]:
-            best = (float(distances[i, j]), i, start + j)
-    return best[1], best[2], best[0]
-
-
-def bridge_rings(ring: np.ndarray, other: np.ndarray) -> np.ndarray:
-    """One ring from two, joined by a zero-width cut between their closest vertices.
-
-    The result walks ``ring`` up to vertex ``i``, jumps to ``other``'s closest vertex ``j``, walks all of ``other``
-    back to ``j``, returns along the same cut to ``ring[i]`` and finishes ``ring``: (N + M + 2, 2) points. The cut is
-    traversed twice in opposite directions, so an even-odd (or crossing-count) rasteriser fills the same pixels as it
-    would for the two rings given separately: a hole stays a hole (``other`` inside ``ring``), a detached part stays
-    filled (``other`` outside ``ring``), apart from the pixels the cut's line touches when the rasteriser also fills
-    polygon edges (OpenCV's ``fillPoly``). This is how Ultralytics' own ``merge_multi_segment`` joins segments.
-    """
-    ring = np.asarray(ring, dtype=np.float64).reshape(-1, 2)
-    other = np.asarray(other, dtype=np.float64).reshape(-1, 2)
-    i, j, _ = _closest_pair(ring, other)
-    return np.concatenate([ring[: i + 1], other[j:], other[: j + 1], ring[i:]])
-
-
-def part_ring(part: PolygonPart) -> np.ndarray:
-    """A part as one ring: its outer polygon with every hole joined in by a zero-width cut (:func:`bridge_rings`)."""
-    ring = part.outer
-    for hole in part.holes:
-        ring = bridge_rings(ring, hole)
-    return ring
-
-
-def join_rings(rings: list[np.ndarray]) -> np.ndarray | None:
-    """Rings ((N, 2) each; parts with their holes cut in, :func:`part_ring`) joined into one ring by cuts.
-
-    The rings are joined along a minimum spanning tree of their closest-vertex distances (Prim's order: the ring of
-    largest area first, then always the ring nearest to those joined so far, cut in at its closest vertex), so the
-    cuts are as short as any joining of these vertices can make them. ``None`` when there are no rings.
+def part_pixel_counts(mask: np.ndarray, parts: list[PolygonPart]) -> list[int]:
+    """The number of mask pixels of each part (its own pixels: holes excluded, islands in them not counted), for parts
+    traced from ``mask`` by :func:`mask_to_polygon_parts` (8-connected components, as ``findContours`` traces them).
     """
     import cv2
 
+    rows = np.flatnonzero(np.asarray(mask).any(axis=1))
+    if rows.size == 0 or not parts:
+        return [0] * len(parts)
+    columns = np.flatnonzero(np.asarray(mask)[rows[0] : rows[-1] + 1].any(axis=0))
+    top, left = int(rows[0]), int(columns[0])
+    crop = np.ascontiguousarray(np.asarray(mask)[top : rows[-1] + 1, left : columns[-1] + 1] != 0, dtype=np.uint8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(crop, connectivity=8)
+    counts = []
+    for part in parts:
+        # every outline point lies inside (edges) or on the centre of (centres) one of the part's own pixels
+        column, row = np.floor(part.outer[0]).astype(int)
+        label = labels[min(max(row - top, 0), crop.shape[0] - 1), min(max(column - left, 0), crop.shape[1] - 1)]
+        counts.append(int(stats[label, cv2.CC_STAT_AREA]) if label else 0)
+    return counts
+
+
+@dataclass(frozen=True)
+class JoinedRing:
+    """Rings joined into one by zero-width cuts (:func:`join_rings`).
+
+    ``ring``: (N, 2) float64 XY pixel corners. ``left_out``: indices of the rings not joined, because the cut to them
+    would have drawn more background pixels than they cover (only when pixel counts were given).
+    """
+
+    ring: np.ndarray
+    left_out: tuple[int, ...] = ()
+
+
+def join_rings(
+    rings: list[np.ndarray], *, part_pixels: list[int] | None = None, root: int | None = None
+) -> JoinedRing | None:
+    """Rings ((N, 2) each XY pixel corners, not closed) joined into one ring by zero-width cuts.
+
+    Each cut is walked there and back, so an even-odd (or crossing-count) rasteriser fills what it fills for the rings
+    given separately (a hole stays a hole, a detached part stays filled), apart from the pixels the cut's line
+    touches when the rasteriser also fills polygon edges (OpenCV's ``fillPoly``, Ultralytics' ``polygon2mask``):
+    ``d - 1`` background pixels for a cut between points whose pixels are ``d`` apart (Chebyshev distance), at most.
+    Ultralytics' own ``merge_multi_segment`` joins segments the same way.
+
+    The rings are joined along a minimum spanning tree of those distances (Prim's order from ``root``, by default the
+    ring of most pixels, or of largest area): every ring is cut in at its point nearest to any point joined so far.
+    With ``part_pixels`` (parts, whose cuts cross the background) a cut may end anywhere along a ring's edges (points
+    are added there, on the edge, only where a cut ends); else (holes, whose cuts cross the part) at a vertex.
+
+    ``part_pixels``: each ring's own pixel count (:func:`part_pixel_counts`); when given, a ring whose cut would draw
+    more background pixels than it covers is left out (drawing it would lower the IoU with the mask), and listed in
+    :attr:`JoinedRing.left_out`. ``None`` when there are no rings.
+
+    Cost: O(K * P) for K rings of P edge points in all (a point per pixel of outline). Beyond
+    :data:`MAX_TREE_RINGS` rings (noise: a mask's stray pixels or pinholes), parts beyond the largest
+    :data:`MAX_TREE_RINGS` are left out and holes are cut straight to the ``root`` ring, in O(P * root points).
+    """
+    import cv2
+
+    rings = [np.asarray(ring, dtype=np.float64).reshape(-1, 2) for ring in rings]
     if not rings:
         return None
-    areas = [abs(float(cv2.contourArea(ring.astype(np.float32)))) for ring in rings]
-    first = max(range(len(rings)), key=lambda index: areas[index])
-    joined = rings[first]
-    remaining = [index for index in range(len(rings)) if index != first]
-    # distance of each remaining ring to the nearest ring already joined
-    nearest = {index: _closest_pair(rings[first], rings[index])[2] for index in remaining}
-    while remaining:
-        chosen = min(remaining, key=lambda index: nearest[index])
-        remaining.remove(chosen)
-        joined = bridge_rings(joined, rings[chosen])
-        for index in remaining:
-            nearest[index] = min(nearest[index], _closest_pair(rings[chosen], rings[index])[2])
-    return joined
+    if root is None and part_pixels is not None:
+        root = int(np.argmax(part_pixels))
+    elif root is None:
+        root = max(range(len(rings)), key=lambda k: abs(float(cv2.contourArea(rings[k].astype(np.float32)))))
+    if len(rings) == 1:
+        return JoinedRing(rings[0])
+    # parts: a cut may end anywhere along an edge (its background pixels count); holes: their cuts cross the part's
+    # own pixels, so their vertices will do (and cost less)
+    dense = ([_densify(ring) for ring in rings] if part_pixels is not None
+             else [(ring, np.ones(len(ring), dtype=bool)) for ring in rings])
+    points = [ring_points for ring_points, _ in dense]
+    left_out: list[int] = []
+    if len(rings) <= MAX_TREE_RINGS:
+        attachments, left_out = _spanning_tree(points, part_pixels, root)
+    elif part_pixels is not None:
+        order = sorted(range(len(rings)), key=lambda k: (-part_pixels[k], k))
+        kept = order[:MAX_TREE_RINGS]
+        local, local_left_out = _spanning_tree([points[k] for k in kept], [part_pixels[k] for k in kept],
+                                               kept.index(root))
+        attachments = {kept[k]: (own, kept[parent], at) for k, (own, parent, at) in local.items()}
+        left_out = sorted([kept[k] for k in local_left_out] + order[MAX_TREE_RINGS:])
+    else:  # many holes, cut straight to the outer ring: anywhere along its edges, crossing few other holes
+        dense[root] = _densify(rings[root])
+        points[root] = dense[root][0]
+        attachments = _star(points, root)
+    return JoinedRing(_walk(dense, root, attachments), tuple(left_out))
 
 
-def single_ring(parts: list[PolygonPart]) -> np.ndarray | None:
+def _densify(ring: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ring with points added along every edge, one per pixel step (where a cut may end), and which points are
+    the ring's own: ``((M, 2) points, (M,) bool)``. Added points lie on the edges, so the outline is unchanged."""
+    following = np.roll(ring, -1, axis=0)
+    steps = np.maximum(np.ceil(np.abs(following - ring).max(axis=1)).astype(np.int64), 1)
+    offsets = np.concatenate([[0], np.cumsum(steps)[:-1]])
+    edge = np.repeat(np.arange(len(ring)), steps)
+    fraction = (np.arange(int(steps.sum())) - offsets[edge]) / steps[edge]
+    points = ring[edge] + (following[edge] - ring[edge]) * fraction[:, None]
+    return points, fraction == 0
+
+
+def _spanning_tree(
+    rings: list[np.ndarray], part_pixels: list[int] | None, root: int
+) -> tuple[dict[int, tuple[int, int, int]], list[int]]:
+    """Prim's minimum spanning tree of the rings under the Chebyshev distance of their points' pixels.
+
+    Returns ``{ring: (its point, parent ring, the parent's point)}`` for every ring joined after ``root``, and the
+    rings left out (``part_pixels`` given: those whose cut would draw more background pixels than they cover).
+    """
+    cells = np.floor(np.concatenate(rings)).astype(np.int32)  # the pixel each point is drawn at
+    cells_x, cells_y = np.ascontiguousarray(cells[:, 0]), np.ascontiguousarray(cells[:, 1])
+    starts = np.concatenate([[0], np.cumsum([len(ring) for ring in rings])])
+    owner = np.repeat(np.arange(len(rings)), np.diff(starts))
+    distance = np.full(len(cells), np.iinfo(np.int32).max, dtype=np.int32)  # to the nearest joined point
+    nearest = np.full(len(cells), -1)  # that point (global index)
+    open_points = owner != root  # points of rings not joined yet
+
+    def absorb(k: int) -> None:
+        """Update every open point's nearest joined point with ring k's points."""
+        candidates = np.flatnonzero(open_points)
+        if not len(candidates):
+            return
+        joined_x, joined_y = cells_x[starts[k] : starts[k + 1]], cells_y[starts[k] : starts[k + 1]]
+        rows = max(1, _DISTANCE_BLOCK // len(joined_x))  # bounds the distance matrix's memory
+        for chunk_start in range(0, len(candidates), rows):
+            chunk = candidates[chunk_start : chunk_start + rows]
+            new = np.maximum(np.abs(cells_x[chunk, None] - joined_x[None, :]),
+                             np.abs(cells_y[chunk, None] - joined_y[None, :]))
+            best = new.argmin(axis=1)
+            best_distance = new[np.arange(len(chunk)), best]
+            closer = best_distance < distance[chunk]
+            distance[chunk[closer]] = best_distance[closer]
+            nearest[chunk[closer]] = starts[k] + best[closer]
+
+    absorb(root)
+    pixels = None if part_pixels is None else np.asarray(part_pixels, dtype=np.int64)
+    is_open = np.ones(len(rings), dtype=bool)
+    is_open[root] = False
+    attachments: dict[int, tuple[int, int, int]] = {}
+    while is_open.any():
+        ring_distance = np.minimum.reduceat(distance, starts[:-1])
+        # background pixels a cut draws between two pixels d apart: d - 1
+        usable = is_open if pixels is None else is_open & (np.maximum(ring_distance - 1, 0) <= pixels)
+        if not usable.any():  # every remaining ring costs more than it covers
+            return attachments, [int(k) for k in np.flatnonzero(is_open)]
+        k = int(np.flatnonzero(usable)[ring_distance[usable].argmin()])
+        own = int(distance[starts[k] : starts[k + 1]].argmin())
+        parent_point = int(nearest[starts[k] + own])
+        parent = int(owner[parent_point])
+        attachments[k] = (own, parent, parent_point - int(starts[parent]))
+        is_open[k] = False
+        open_points[starts[k] : starts[k + 1]] = False
+        absorb(k)
+    return attachments, []
+
+
+def _star(rings: list[np.ndarray], root: int) -> dict[int, tuple[int, int, int]]:
+    """Every ring cut straight to its nearest point of ``root`` (attachments as :func:`_spanning_tree` returns)."""
+    target = np.floor(rings[root]).astype(np.int32)
+    target_x, target_y = target[:, 0], target[:, 1]
+    rows = max(1, _DISTANCE_BLOCK // len(target))
+    attachments: dict[int, tuple[int, int, int]] = {}
+    for k, ring in enumerate(rings):
+        if k == root:
+            continue
+        cells = np.floor(ring).astype(np.int32)
+        best = (np.iinfo(np.int32).max, 0, 0)
+        for chunk_start in range(0, len(cells), rows):
+            chunk = cells[chunk_start : chunk_start + rows]
+            distances = np.maximum(np.abs(chunk[:, 0, None] - target_x[None, :]),
+                                   np.abs(chunk[:, 1, None] - target_y[None, :]))
+            own, other = divmod(int(distances.argmin()), len(target))
+            if distances[own, other] < best[0]:
+                best = (int(distances[own, other]), chunk_start + own, other)
+        attachments[k] = (best[1], root, best[2])
+    return attachments
+
+
+def _walk(
+    dense: list[tuple[np.ndarray, np.ndarray]], root: int, attachments: dict[int, tuple[int, int, int]]
+) -> np.ndarray:
+    """The one ring of a tree of cuts: walk ``root``; at each point where rings are attached, walk each of them (from
+    its attachment point all the way round back to it) and return to the point. Of the added edge points only those
+    where a cut ends are kept."""
+    keep = [own.copy() for _, own in dense]
+    children: dict[int, list[tuple[int, int, int]]] = {}  # ring -> [(its point, child ring, the child's point)]
+    for child, (own, parent, at) in attachments.items():
+        children.setdefault(parent, []).append((at, child, own))
+        keep[parent][at] = keep[child][own] = True
+    pieces: list[np.ndarray] = []
+    # what is left to emit, last first: ("ring", ring, start point, closes) or ("points", array)
+    stack: list[tuple[Any, ...]] = [("ring", root, 0, False)]
+    while stack:
+        item = stack.pop()
+        if item[0] == "points":
+            pieces.append(item[1])
+            continue
+        _, k, start, closes = item
+        points, count = dense[k][0], len(dense[k][0])
+        order = np.roll(np.arange(count), -start)
+        if closes:  # a joined ring ends where it started, then the cut leads back
+            order = np.append(order, start)
+        sequence: list[tuple[Any, ...]] = []
+        done = 0
+        for offset, child, child_start in sorted(((at - start) % count, c, own) for at, c, own in children.get(k, [])):
+            sequence.append(("points", points[_kept(order[done : offset + 1], keep[k])]))
+            sequence.append(("ring", child, child_start, True))
+            sequence.append(("points", points[order[offset : offset + 1]]))  # back along the cut
+            done = offset + 1
+        sequence.append(("points", points[_kept(order[done:], keep[k])]))
+        stack.extend(reversed(sequence))
+    return np.concatenate([piece for piece in pieces if len(piece)])
+
+
+def _kept(indices: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    return indices[keep[indices]]
+
+
+def part_ring(part: PolygonPart) -> np.ndarray:
+    """A part as one ring: its outer polygon with every hole joined in by a zero-width cut (:func:`join_rings`)."""
+    if not part.holes:
+        return part.outer
+    joined = join_rings([part.outer, *part.holes], root=0)
+    assert joined is not None
+    return joined.ring
+
+
+def single_ring(parts: list[PolygonPart], part_pixels: list[int] | None = None) -> JoinedRing | None:
     """All parts of one object (holes included) as one ring, for formats with one polygon per object (YOLO):
     :func:`join_rings` of every :func:`part_ring`. ``None`` when there are no parts."""
-    return join_rings([part_ring(part) for part in parts])
+    return join_rings([part_ring(part) for part in parts], part_pixels=part_pixels)

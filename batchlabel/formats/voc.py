@@ -69,17 +69,36 @@ def masks_to_voc_maps(
     classes = np.zeros((height, width), dtype=np.uint8)
     objects = np.zeros((height, width), dtype=np.uint8)
     for number, (mask, class_index) in enumerate(zip(masks, class_indices, strict=True), start=1):
-        if not 1 <= class_index <= MAX_INDEX:
-            raise ValueError(f"class index must be in 1..{MAX_INDEX}, got {class_index}")
-        pixels = np.asarray(mask, dtype=bool)
-        region: tuple[slice, slice] = (slice(None), slice(None))
+        pixels, origin = np.asarray(mask, dtype=bool), (0, 0)
         if boxes_xywh is not None:
             x, y, w, h = boxes_xywh[number - 1]
-            region = (slice(int(y), int(np.ceil(y + h))), slice(int(x), int(np.ceil(x + w))))
-        inside = pixels[region]
-        classes[region][inside] = class_index
-        objects[region][inside] = number
+            origin = (int(x), int(y))
+            pixels = pixels[origin[1] : int(np.ceil(y + h)), origin[0] : int(np.ceil(x + w))]
+        paint_voc_object(classes, objects, number, pixels, class_index, origin=origin)
     return classes, objects
+
+
+def paint_voc_object(
+    classes: np.ndarray,
+    objects: np.ndarray,
+    number: int,
+    mask: np.ndarray,
+    class_index: int,
+    *,
+    origin: tuple[int, int] = (0, 0),
+) -> None:
+    """Paint instance ``number`` (1..254) of class ``class_index`` (1..254) into the (H, W) uint8 class and instance
+    maps, over what is there. ``mask``: the object's (H, W) bool mask, or the (h, w) part of it whose top-left pixel
+    is ``origin`` ``(x, y)`` (a crop to the object's box)."""
+    if not 1 <= class_index <= MAX_INDEX:
+        raise ValueError(f"class index must be in 1..{MAX_INDEX}, got {class_index}")
+    if not 1 <= number <= MAX_INDEX:
+        raise ValueError(f"a VOC instance PNG holds at most {MAX_INDEX} objects, got number {number}")
+    pixels = np.asarray(mask, dtype=bool)
+    x, y = origin
+    region = (slice(y, y + pixels.shape[0]), slice(x, x + pixels.shape[1]))
+    classes[region][pixels] = class_index
+    objects[region][pixels] = number
 
 
 def voc_object_map_to_masks(objects: np.ndarray) -> list[np.ndarray]:
@@ -118,9 +137,16 @@ def read_palette_png(path: Path) -> np.ndarray:
         return np.asarray(image, dtype=np.uint8)
 
 
+def voc_png_paths(root: Path, file_name: str) -> tuple[Path, Path]:
+    """Where the class and the instance PNG of the image named ``file_name`` go under a VOC ``root``."""
+    name = Path(file_name).stem
+    return (Path(root) / "SegmentationClass" / f"{name}.png", Path(root) / "SegmentationObject" / f"{name}.png")
+
+
 class VocWriter:
-    """Writes one VOC-style segmentation dataset under ``root`` (created). The caller places each image at
-    :meth:`image_path`; :meth:`close` finishes the image sets."""
+    """Writes one VOC-style segmentation dataset under ``root`` (created): the caller places each image at
+    :meth:`image_path` and writes its PNGs at :func:`voc_png_paths` (any process may), then lists it with
+    :meth:`add_image`; :meth:`close` finishes the image sets."""
 
     def __init__(self, root: Path, names: Sequence[str]) -> None:
         self.root = Path(root)
@@ -135,15 +161,11 @@ class VocWriter:
     def image_path(self, file_name: str) -> Path:
         return self.root / "JPEGImages" / file_name
 
-    def write_pngs(self, split: str, file_name: str, class_png: bytes, object_png: bytes) -> None:
-        """The two PNGs of one image (:func:`encode_palette_png` of :func:`masks_to_voc_maps`; named after
-        ``file_name``'s stem) and its line in ``split``'s image set."""
+    def add_image(self, split: str, file_name: str) -> None:
+        """List the image named ``file_name`` (its PNGs written) in ``split``'s image set."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        name = Path(file_name).stem
-        (self.root / "SegmentationClass" / f"{name}.png").write_bytes(class_png)
-        (self.root / "SegmentationObject" / f"{name}.png").write_bytes(object_png)
-        self._sets[split].write(f"{name}\n")
+        self._sets[split].write(f"{Path(file_name).stem}\n")
         self.num_images += 1
 
     def close(self) -> None:

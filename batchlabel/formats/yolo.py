@@ -11,9 +11,11 @@ whose label file is empty is a background image. It derives boxes from the polyg
 detect and segment models.
 
 Polygons: a mask's parts and holes become **one** ring (:func:`~batchlabel.formats.polygon.single_ring`:
-zero-width cuts), traced a quarter pixel inside the pixel edges (``outline="edges"``), so that Ultralytics'
-``polygon2mask`` (``cv2.fillPoly`` on vertices truncated to integers) gives the mask back, apart from the pixels
-along the cuts. Class indices count from 0 in the categories' order (COCO category id - 1).
+zero-width cuts along a minimum spanning tree; a part whose cut would draw more background pixels than the part
+covers, such as a stray pixel far from the rest, is left out and counted), traced a quarter pixel inside the pixel
+edges (``outline="edges"``), so that Ultralytics' ``polygon2mask`` (``cv2.fillPoly`` on vertices truncated to
+integers) gives the mask back, apart from the pixels along the cuts. Class indices count from 0 in the categories'
+order (COCO category id - 1).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from batchlabel.formats.polygon import mask_to_polygon_parts, single_ring
+from batchlabel.formats.polygon import mask_to_polygon_parts, part_pixel_counts, single_ring
 
 #: Decimals of the normalised coordinates: 1e-6 of a 10,000 px side is 0.01 px.
 COORDINATE_DECIMALS = 6
@@ -34,12 +36,15 @@ SPLITS = ("train", "val")
 
 
 def mask_to_yolo_polygon(mask: np.ndarray, *, tolerance_px: float = 0.25) -> np.ndarray | None:
-    """(H, W) bool mask -> one (N, 2) float64 XY ring in pixel-corner coordinates (parts and holes joined by cuts).
+    """(H, W) bool mask -> one (N, 2) float64 XY ring in pixel-corner coordinates (parts and holes joined by cuts;
+    a part whose cut would draw more background pixels than the part covers is left out, see
+    :func:`~batchlabel.formats.polygon.join_rings`).
 
     ``tolerance_px``: Douglas-Peucker tolerance in pixels. ``None`` for an empty mask.
     """
     parts = mask_to_polygon_parts(mask, tolerance_px=tolerance_px, min_area_px=0, outline="edges")
-    return single_ring(parts)
+    joined = single_ring(parts, part_pixel_counts(mask, parts) if len(parts) > 1 else None)
+    return None if joined is None else joined.ring
 
 
 def box_polygon(box_xyxy: Sequence[float]) -> np.ndarray:
@@ -60,7 +65,16 @@ def yolo_line(class_index: int, polygon: np.ndarray, width: int, height: int) ->
 
     Coordinates are clipped to [0, 1] (Ultralytics refuses a label outside the image).
     """
-    points = np.asarray(polygon, dtype=np.float64).reshape(-1, 2) / np.array([width, height], dtype=np.float64)
+    from batchlabel.formats.grid_text import quarter_steps, step_texts
+
+    pixels = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+    steps_x, steps_y = quarter_steps(pixels[:, 0], width), quarter_steps(pixels[:, 1], height)
+    if steps_x is not None and steps_y is not None:  # traced outlines: the same text from a table, faster
+        texts = np.empty(2 * len(pixels), dtype=object)
+        texts[0::2] = step_texts(steps_x, divisor=width, style="fixed6")
+        texts[1::2] = step_texts(steps_y, divisor=height, style="fixed6")
+        return f"{int(class_index)} " + " ".join(texts.tolist())
+    points = pixels / np.array([width, height], dtype=np.float64)
     values = np.clip(points, 0.0, 1.0).reshape(-1).tolist()
     return f"{int(class_index)} " + " ".join([_COORDINATE_FORMAT] * len(values)) % tuple(values)
 
@@ -94,7 +108,8 @@ def export_name(task_id: int, rel_path: str) -> str:
 
 
 class YoloWriter:
-    """Writes one YOLO dataset under ``root`` (created). The caller places each image at :meth:`image_path`."""
+    """Writes one YOLO dataset under ``root`` (created). The caller places each image at :meth:`image_path` and its
+    labels at :meth:`label_path`, then :meth:`write_data_yaml`."""
 
     def __init__(self, root: Path, names: Sequence[str]) -> None:
         self.root = Path(root)
@@ -102,8 +117,6 @@ class YoloWriter:
         for split in SPLITS:
             (self.root / "images" / split).mkdir(parents=True, exist_ok=True)
             (self.root / "labels" / split).mkdir(parents=True, exist_ok=True)
-        self.num_images = 0
-        self.num_objects = 0
 
     def image_path(self, split: str, file_name: str) -> Path:
         """Where the image of ``split`` (``train`` or ``val``) named ``file_name`` goes."""
@@ -111,13 +124,12 @@ class YoloWriter:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         return self.root / "images" / split / file_name
 
-    def write_labels(self, split: str, file_name: str, lines: Sequence[str]) -> Path:
-        """Write the label file of one image (empty for a background image); returns its path."""
-        path = self.root / "labels" / split / f"{Path(file_name).stem}.txt"
-        path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-        self.num_images += 1
-        self.num_objects += len(lines)
-        return path
+    def label_path(self, split: str, file_name: str) -> Path:
+        """Where the label file of the image of ``split`` named ``file_name`` goes (one line per object, empty for a
+        background image; see :func:`yolo_line`)."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return self.root / "labels" / split / f"{Path(file_name).stem}.txt"
 
     def write_data_yaml(self, dataset_path: Path) -> Path:
         """``data.yaml`` naming ``dataset_path`` (where this root will be once the build is in place) as ``path``."""

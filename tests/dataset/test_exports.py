@@ -134,8 +134,9 @@ def test_yolo_export_passes_ultralytics_readers_and_rasterises_to_the_masks(
             ious.append(iou)
             if iou < 0.8:  # only a many-part object: its cuts cross the background between the parts
                 assert iou > ultralytics_join_iou(mask, utils), (entry["file_name"], iou)
-    assert np.mean(ious) >= 0.95, ious
-    assert sorted(ious)[1] >= 0.8, ious  # the worst is the VOC photo's chair in 9 fragments (0.798)
+    assert np.mean(ious) >= 0.95 and min(ious) >= 0.8, ious  # the worst: the VOC photo's chair in 10 fragments
+    # five of them single pixels, left out of its polygon (their cuts would draw 3 to 9 background pixels each)
+    assert manifest["formats"]["yolo"]["parts_left_out"] >= 5
 
 
 def ultralytics_join_iou(mask: np.ndarray, utils: object) -> float:
@@ -275,21 +276,21 @@ COCO_DIGEST_BEFORE_FORMATS = "169f0004d40d737349bc7ab6c1d1cdcd2ff6a5e3831b5112a4
 def test_a_build_that_fails_half_way_leaves_the_previous_output(
     tmp_path: Path, corpus: tuple[Path, Path, dict], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Fault injected (a disk error while writing the VOC masks of the third image): nothing half-written."""
+    """Fault injected (a disk error while writing the VOC masks of the second image): nothing half-written."""
     from batchlabel.formats import voc
 
     out = _build(tmp_path, corpus, ("coco", "yolo"))
     before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
-    write_pngs = voc.VocWriter.write_pngs
+    encode_palette_png = voc.encode_palette_png
     calls = {"n": 0}
 
-    def failing(self: voc.VocWriter, *args: object) -> None:
+    def failing(index_map: np.ndarray) -> bytes:
         calls["n"] += 1
         if calls["n"] == 3:
             raise OSError(28, "No space left on device")
-        write_pngs(self, *args)  # type: ignore[arg-type]
+        return encode_palette_png(index_map)
 
-    monkeypatch.setattr(voc.VocWriter, "write_pngs", failing)
+    monkeypatch.setattr(voc, "encode_palette_png", failing)
     root, export, _ = corpus
     with pytest.raises(OSError, match="No space left"):
         build_dataset(helpers.offline_config(root, out, LABELS),
@@ -356,3 +357,32 @@ def test_images_are_linked_or_copied_once(tmp_path: Path, corpus: tuple[Path, Pa
     name = f"{first['task_id']}_{Path(first['file_name']).name}"
     assert coco_copy.stat().st_nlink == 3
     assert coco_copy.stat().st_ino == (copied / "voc" / "JPEGImages" / name).stat().st_ino
+
+
+def test_polygon_segmentation_builds_render_the_exact_masks(tmp_path: Path, corpus: tuple[Path, Path, dict],
+                                                           all_formats: Path) -> None:
+    """``--segmentation polygon`` simplifies the COCO file's polygons; the other formats still come from the masks
+    themselves (the same VOC PNGs and YOLO labels as an RLE build's), never from those polygons."""
+    out = _build(tmp_path, corpus, ("coco", "yolo", "voc"), segmentation="polygon")
+    for folder in ("voc/SegmentationObject", "voc/SegmentationClass", "yolo/labels/train", "yolo/labels/val"):
+        mine, theirs = sorted((out / folder).iterdir()), sorted((all_formats / folder).iterdir())
+        assert [p.name for p in mine] == [p.name for p in theirs] and mine
+        assert [p.read_bytes() for p in mine] == [p.read_bytes() for p in theirs]
+
+
+def test_an_image_in_two_tasks_leaves_no_rendered_files_of_the_skipped_task(tmp_path: Path) -> None:
+    """The exports are rendered while tasks are converted; a task skipped afterwards (its image is another task's)
+    leaves nothing behind: no label file, no PNGs, no pending folder."""
+    root = tmp_path / "root"
+    masks = helpers.synthetic_masks()
+    helpers.write_image(root, "a.png", np.zeros((120, 160, 3), np.uint8))
+    tasks = [helpers.task(task_id, "a.png", [helpers.annotation([helpers.brush(masks[0], "cat")], 100 + task_id)])
+             for task_id in (1, 2)]
+    out = tmp_path / "dataset"
+    report = build_dataset(helpers.offline_config(root, out, LABELS),
+                           BuildOptions(out=out, from_export=helpers.write_export(tmp_path / "e.json", tasks),
+                                        formats=("yolo", "voc")))
+    assert report.finding_counts.get("duplicate_image") == 1
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert [f for f in files if "2_a" in f] == [] and len([f for f in files if "1_a" in f]) == 5, files
+    assert not any(".yolo-labels" in f for f in files) and not (out / ".yolo-labels").exists()

@@ -182,15 +182,15 @@ def test_edge_outlines_sit_a_quarter_pixel_inside_the_pixel_edges() -> None:
 
 
 def test_a_zero_width_cut_keeps_holes_and_parts_for_even_odd_filling() -> None:
-    from batchlabel.formats.polygon import bridge_rings, part_ring, single_ring
+    from batchlabel.formats.polygon import join_rings, part_ring, single_ring
 
     mask = _parts_with_holes()
     parts = mask_to_polygon_parts(mask, tolerance_px=0, min_area_px=0)
     separate = polygons_to_mask([ring for part in parts for ring in (part.outer, *part.holes)], *mask.shape)
     joined = single_ring(parts)
-    assert joined is not None and joined.shape[1] == 2
-    assert len(joined) == sum(len(r) + 2 for p in parts for r in (p.outer, *p.holes)) - 2
-    drawn = polygons_to_mask([joined], *mask.shape)
+    assert joined is not None and joined.ring.shape[1] == 2 and joined.left_out == ()
+    assert len(joined.ring) == sum(len(r) + 2 for p in parts for r in (p.outer, *p.holes)) - 2
+    drawn = polygons_to_mask([joined.ring], *mask.shape)
     assert not (separate & ~drawn).any()  # nothing lost; only the cuts' edge pixels are added
     assert _iou(drawn, separate) > 0.97
     ring = part_ring(parts[0])
@@ -198,4 +198,50 @@ def test_a_zero_width_cut_keeps_holes_and_parts_for_even_odd_filling() -> None:
     assert single_ring([]) is None
     square = np.array([[0, 0], [4, 0], [4, 4], [0, 4]], float)
     far = square + 10
-    assert bridge_rings(square, far).tolist()[:3] == [[0, 0], [4, 0], [4, 4]]
+    bridged = join_rings([square, far])
+    assert bridged is not None
+    assert bridged.ring.tolist() == [[0, 0], [4, 0], [4, 4], [10, 10], [14, 10], [14, 14], [10, 14], [10, 10],
+                                     [4, 4], [0, 4]]  # in at the closest vertices, around, back along the cut
+
+
+def test_a_part_whose_cut_costs_more_pixels_than_it_covers_is_left_out() -> None:
+    """Stray pixels: one far from the object is left out of the joined ring, one beside it is kept (cost 1 <= 1)."""
+    from batchlabel.formats.polygon import part_pixel_counts, single_ring
+    from batchlabel.formats.yolo import yolo_polygon_to_mask
+
+    mask = np.zeros((40, 60), bool)
+    mask[5:25, 5:25] = True
+    mask[10, 26] = True  # one background pixel (column 25) between it and the square
+    mask[35, 55] = True  # 30 px away
+    parts = mask_to_polygon_parts(mask, tolerance_px=0.25, min_area_px=0, outline="edges")
+    pixels = part_pixel_counts(mask, parts)
+    assert sorted(pixels) == [1, 1, 400]
+    joined = single_ring(parts, pixels)
+    assert joined is not None and len(joined.left_out) == 1
+    assert pixels[joined.left_out[0]] == 1 and parts[joined.left_out[0]].outer.min(axis=0).tolist() == [55.25, 35.25]
+    drawn = yolo_polygon_to_mask(joined.ring, *mask.shape)
+    assert drawn[10, 26] and not drawn[35, 55] and (drawn & ~mask).sum() == 1  # the one pixel of the short cut
+
+
+def test_joining_thousands_of_parts_or_holes_stays_fast_and_even_odd_correct() -> None:
+    """Noise (stray pixels, pinholes): beyond MAX_TREE_RINGS rings the join is linear, never minutes."""
+    import time
+
+    from batchlabel.formats.polygon import MAX_TREE_RINGS, part_pixel_counts, part_ring, single_ring
+
+    holes = np.ones((240, 320), bool)
+    holes[20:220:2, 20:300:2] = False  # 14,000 one-pixel holes
+    started = time.perf_counter()
+    (part,) = mask_to_polygon_parts(holes, tolerance_px=0.25, min_area_px=0, outline="edges")
+    ring = part_ring(part)
+    drawn = polygons_to_mask([ring], *holes.shape)
+    specks = np.zeros((240, 320), bool)
+    specks[20:220:2, 20:300:2] = True
+    specks[100:140, 100:200] = True
+    parts = mask_to_polygon_parts(specks, tolerance_px=0.25, min_area_px=0, outline="edges")
+    joined = single_ring(parts, part_pixel_counts(specks, parts))
+    elapsed = time.perf_counter() - started
+    assert len(part.holes) > MAX_TREE_RINGS and len(parts) > MAX_TREE_RINGS
+    assert (drawn == holes).mean() > 0.95 and not (holes & ~drawn).any()  # cuts fill some hole pixels, no more
+    assert joined is not None and len(joined.left_out) >= len(parts) - MAX_TREE_RINGS
+    assert elapsed < 60, elapsed  # a generous bound against a return of the quadratic join (minutes)
