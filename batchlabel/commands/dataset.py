@@ -90,6 +90,12 @@ def build_dataset_command(config: Config, args: argparse.Namespace) -> int:
     except DatasetError as error:
         print(f"batchlabel build-dataset: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a full disk, a read-only or vanished folder: nothing was replaced
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"batchlabel build-dataset: cannot write the dataset: {error.strerror or error}{where}; "
+              f"{options.out} is unchanged (the build is written beside it and moved into place at the end). "
+              "Run it again once the cause is gone", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(report.to_json(), indent=1))
     else:

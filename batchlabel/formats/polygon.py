@@ -95,15 +95,17 @@ def mask_to_polygon_parts(
     scale = 2 if outline == "edges" else 1  # traced pixels per image pixel, along each axis
     if scale > 1:
         binary = np.ascontiguousarray(binary.repeat(scale, axis=0).repeat(scale, axis=1))
-    contours, hierarchy = cv2.findContours(
-        binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE, offset=(left * scale, top * scale)
-    )
+    # every boundary pixel is needed to count enclosed pixels (min_area_px) and, tracing centres, to keep a thin line
+    # (its simplified outline has 2 points); tracing edges (parts at least 2 x 2) the straight runs are merged at once
+    keep_every_point = min_area_px > 0 or scale == 1
+    chain = cv2.CHAIN_APPROX_NONE if keep_every_point else cv2.CHAIN_APPROX_SIMPLE
+    contours, hierarchy = cv2.findContours(binary, cv2.RETR_CCOMP, chain, offset=(left * scale, top * scale))
     if hierarchy is None:
         return []
     links = hierarchy.reshape(-1, 4)  # next, previous, first child, parent
 
     def simplified(contour: np.ndarray, is_hole: bool) -> np.ndarray | None:
-        if _enclosed_pixels(contour, is_hole=is_hole) < min_area_px * scale * scale:
+        if min_area_px > 0 and _enclosed_pixels(contour, is_hole=is_hole) < min_area_px * scale * scale:
             return None
         if tolerance_px > 0 or scale > 1:
             approximated = cv2.approxPolyDP(contour, tolerance_px * scale, closed=True)

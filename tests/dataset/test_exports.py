@@ -386,3 +386,26 @@ def test_an_image_in_two_tasks_leaves_no_rendered_files_of_the_skipped_task(tmp_
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert [f for f in files if "2_a" in f] == [] and len([f for f in files if "1_a" in f]) == 5, files
     assert not any(".yolo-labels" in f for f in files) and not (out / ".yolo-labels").exists()
+
+
+def test_a_full_disk_is_a_clear_error_of_the_command_not_a_traceback(
+    tmp_path: Path, corpus: tuple[Path, Path, dict], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    from batchlabel.cli import main
+    from batchlabel.formats import voc
+
+    def full(index_map: np.ndarray) -> bytes:
+        raise OSError(28, "No space left on device", str(tmp_path / "dataset" / "voc"))
+
+    monkeypatch.setattr(voc, "encode_palette_png", full)
+    root, export, _ = corpus
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"storage": {"root": str(root)}, "label_studio": {"labels": LABELS}}))
+    code = main(["build-dataset", str(config), "--from-export", str(export), "--out", str(tmp_path / "dataset"),
+                 "--format", "voc"])
+    error = capsys.readouterr().err
+    assert code == 2 and "No space left on device" in error and "is unchanged" in error and "Traceback" not in error
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # nothing half-written
