@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 _LOCK = threading.Lock()
 _DETECTORS: dict[str, Detector] = {}
+#: project models folder -> the cache key of its trained model in _DETECTORS (older versions are dropped)
+_TRAINED_KEYS: dict[str, str] = {}
 _TIMINGS: dict[str, list[float]] = {}
 _WARNED_UNTRAINED: set[str] = set()  # trained model versions whose missing labels were named once
 
@@ -125,6 +127,12 @@ def get_detector(config: Config, labels: Sequence[str]) -> Detector:
                 log.warning("detector %s on the CPU: expect ~%.0f s per image (the progress ETA includes it)",
                             detector.detector_id, detector.slow_on_cpu_s)
             _DETECTORS[cache_key] = detector
+            if name is not None:  # a newer trained model replaces the project's older one (a daemon adopts many)
+                project_key = str(Path(detector_config.model).parent.parent)
+                older = _TRAINED_KEYS.get(project_key)
+                if older is not None and older != cache_key:
+                    _DETECTORS.pop(older, None)
+                _TRAINED_KEYS[project_key] = cache_key
     return detector
 
 

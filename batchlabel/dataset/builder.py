@@ -550,6 +550,10 @@ def _finish(
         if summary.get("box_polygons"):
             warnings.append(f"{name}: {summary['box_polygons']} objects written as their box polygon "
                             "(box-only objects, or no polygon outline)")
+        if summary.get("parts_left_out"):
+            warnings.append(f"{name}: {summary['parts_left_out']} detached parts left out of their object's polygon "
+                            "(each covers fewer pixels than the cut joining it would fill; the other formats keep "
+                            "them)")
         if summary.get("box_only_not_painted"):
             warnings.append(f"{name}: {summary['box_only_not_painted']} box-only objects not painted (no mask)")
         if summary.get("over_254_objects_not_painted"):

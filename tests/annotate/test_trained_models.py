@@ -68,3 +68,27 @@ def test_version_names_say_base_reviewed_count_and_data_digest() -> None:
     assert version_name(Path("/w/yolo11n.pt"), 20, "3fa9c2d1e0") == "yolo11n-ft-20-3fa9c2"
     assert project_slug("Cats & Dogs / 2026") == "cats-dogs-2026"
     assert project_slug("***") == "project"
+
+
+def test_a_newer_trained_model_replaces_the_older_one_in_the_process(tmp_path: Path, yolo11n: Path) -> None:
+    """A daemon adopts model after model: the detector of the older version is dropped, not kept loaded for ever."""
+    from batchlabel.annotate import detect
+    from batchlabel.config import parse_config
+
+    config = parse_config({"storage": {"root": str(tmp_path / "root")},
+                           "label_studio": {"labels": ["cat"], "project": "Adopting"},
+                           "cache": {"dir": str(tmp_path / "cache")},
+                           "preannotate": {"mode": "detect", "detector": {"model": "trained", "device": "cpu"}}},
+                          source="test", base_dir=tmp_path)
+
+    def publish(version: str, created: str) -> None:
+        publish_model(partial_dir(config.models_dir, "Adopting", version), yolo11n,
+                      {"version": version, "created": created, "classes": ["cat"]})
+
+    publish("yolo11n-ft-10-aaaaaa", "2026-12-04T10:00:00+00:00")
+    first = detect.get_detector(config, ["cat"])
+    assert detect.get_detector(config, ["cat"]) is first  # loaded once
+    publish("yolo11n-ft-20-bbbbbb", "2026-12-04T11:00:00+00:00")
+    second = detect.get_detector(config, ["cat"])
+    assert second is not first
+    assert first not in detect._DETECTORS.values() and second in detect._DETECTORS.values()
