@@ -166,12 +166,12 @@ def publish_model(partial: Path, weights: Path, manifest: dict[str, Any]) -> Tra
 
 def remove_stale_partials(project_dir: Path) -> list[Path]:
     """Remove partial folders left by processes that are gone (killed mid-training); returns what was removed."""
-    from batchlabel.sync.server import process_alive
+    from batchlabel.sync.server import may_own
 
     removed = []
     for folder in project_dir.glob(f"{PARTIAL_PREFIX}*"):
         pid = folder.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and (int(pid) == os.getpid() or process_alive(int(pid))):
+        if pid.isdigit() and (int(pid) == os.getpid() or may_own(int(pid), folder)):
             continue
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)

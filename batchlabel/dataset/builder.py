@@ -215,18 +215,14 @@ def _prepare_out(out: Path) -> None:
 
 
 def _remove_killed_stages(out: Path) -> None:
-    """Remove ``.<out>.partial-<pid>`` folders of builds that were killed (their process no longer exists)."""
+    """Remove ``.<out>.partial-<pid>`` folders of builds that were killed (their process is gone, or its pid now
+    belongs to a process that started after the folder was last written)."""
+    from batchlabel.sync.server import may_own
+
     for stage in out.parent.glob(f".{out.name}.partial-*"):
         pid = stage.name.rsplit("-", 1)[-1]
-        if not pid.isdigit() or int(pid) == os.getpid():
+        if not pid.isdigit() or int(pid) == os.getpid() or may_own(int(pid), stage):
             continue
-        try:
-            os.kill(int(pid), 0)
-            continue  # that build is still running
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue  # another user's process: alive
         log.info("removing %s, left by a build that was killed (process %s is gone)", stage, pid)
         shutil.rmtree(stage, ignore_errors=True)
 

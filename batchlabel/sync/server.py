@@ -91,6 +91,23 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def may_own(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` may have created ``path`` (a folder named after its pid): it runs and did not start
+    after the folder was last changed (a pid reused by a later process does not own an older folder). Without
+    ``/proc``, whether it runs."""
+    if not process_alive(pid):
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        start_ticks = int(stat[stat.rindex(")") + 2 :].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        started = boot + start_ticks / os.sysconf("SC_CLK_TCK")
+        return started <= path.stat().st_mtime + 1.0  # btime has whole seconds
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True
+
+
 def _command_line(pid: int) -> list[str] | None:
     """``pid``'s arguments from ``/proc`` (None: gone, or no ``/proc`` on this system)."""
     try:

@@ -312,8 +312,17 @@ def test_a_killed_builds_stage_is_removed_by_the_next_build(tmp_path: Path, corp
     (stage / "yolo").mkdir(parents=True)
     alive = tmp_path / f".dataset.partial-{os.getppid()}"  # a running process: maybe another build
     alive.mkdir()
-    _build(tmp_path, corpus, ("yolo",))
-    assert not stage.exists() and alive.exists()
+    # a pid reused: the process running under it now started after its folder was last written (an hour ago)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        reused = tmp_path / f".dataset.partial-{sleeper.pid}"
+        reused.mkdir()
+        os.utime(reused, (reused.stat().st_atime - 3600, reused.stat().st_mtime - 3600))
+        _build(tmp_path, corpus, ("yolo",))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not stage.exists() and alive.exists() and not reused.exists()
 
 
 def test_worker_processes_write_the_same_files(tmp_path: Path, corpus: tuple[Path, Path, dict],
