@@ -193,3 +193,41 @@ def test_hub_id_offline_message_and_hub_cache(families: dict[str, Any], tmp_path
         loaded = load_family(_config("sam_hq", "auto", **offline))
     assert loaded.name == SAM_HQ and "label_anything" in caplog.text
     assert json.loads((repo / "snapshots" / revision / "config.json").read_text())["model_type"] == "sam_hq"
+
+
+def test_hf_hub_offline_fails_at_once_without_touching_the_endpoint(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """HF_HUB_OFFLINE set and nothing cached: the message at once, no probe (an endpoint that counts requests)."""
+    import http.server
+    import threading
+
+    from huggingface_hub import constants
+
+    from batchlabel.infer.families.hub import fetch_hub_snapshot
+
+    requests: list[str] = []
+
+    class Counting(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            requests.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Counting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+        with pytest.raises(WeightsUnavailableError, match="HF_HUB_OFFLINE") as error:
+            fetch_hub_snapshot("SAM 2.1 weights", "facebook/sam2.1-hiera-tiny", cache_dir=tmp_path,
+                               endpoint=f"http://127.0.0.1:{server.server_address[1]}", local_hint="a folder")
+        assert "huggingface-cli download facebook/sam2.1-hiera-tiny" in str(error.value) and requests == []
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        with pytest.raises(WeightsUnavailableError):  # online, the same endpoint is probed (and refuses)
+            fetch_hub_snapshot("SAM 2.1 weights", "facebook/sam2.1-hiera-tiny", cache_dir=tmp_path,
+                               endpoint=f"http://127.0.0.1:{server.server_address[1]}", local_hint="a folder")
+    finally:
+        server.shutdown()
+    assert requests and all(path.startswith("/api/models/facebook/sam2.1-hiera-tiny") for path in requests), requests

@@ -121,6 +121,14 @@ def probe_hub(hub_id: str, *, endpoint: str | None, timeout_s: float = HUB_PROBE
     return None
 
 
+def hub_offline() -> bool:
+    """Whether the user switched the hub off (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``, as huggingface_hub
+    reads them): then nothing is probed or downloaded."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
 def offline_hint(hub_id: str, *, cache_dir: Path | None, local_hint: str) -> str:
     """What to do without the hub: the download command for a connected machine, or a local folder."""
     cache_option = f" --cache-dir {cache_dir}" if cache_dir is not None else ""
@@ -133,10 +141,11 @@ def fetch_hub_snapshot(what: str, hub_id: str, *, cache_dir: Path | None, endpoi
     """The local folder of hub repository ``hub_id``: the snapshot in ``cache_dir`` (``None``: the hub's default
     cache) when it is there, read with no network; else downloaded once.
 
-    Before a download the endpoint is probed (:func:`probe_hub`, :data:`HUB_PROBE_TIMEOUT_S`): offline, this fails
-    in seconds with the offline hint instead of the hub client's retries (transformers' ``from_pretrained`` on a hub
-    id retried each request for ~23 s, 150 s in all; a black-holed endpoint held ``snapshot_download`` 140 s). So
-    callers load the returned folder, never the hub id.
+    With ``HF_HUB_OFFLINE`` set (:func:`hub_offline`) a snapshot that is not cached fails at once, touching no
+    network. Before a download the endpoint is probed (:func:`probe_hub`, :data:`HUB_PROBE_TIMEOUT_S`): offline, this
+    fails in seconds with the offline hint instead of the hub client's retries (transformers' ``from_pretrained`` on a
+    hub id retried each request for ~23 s, 150 s in all; a black-holed endpoint held ``snapshot_download`` 140 s).
+    So callers load the returned folder, never the hub id.
 
     Args:
         what: names the thing for the message (``"SAM 2.1 weights"``, ``"preannotate.detector.model"``).
@@ -154,6 +163,10 @@ def fetch_hub_snapshot(what: str, hub_id: str, *, cache_dir: Path | None, endpoi
         return cached
     source = endpoint or "the Hugging Face hub"
     hint = offline_hint(hub_id, cache_dir=cache_dir, local_hint=local_hint)
+    if hub_offline():
+        where = cache_dir if cache_dir is not None else "the hub's cache"
+        raise WeightsUnavailableError(f"cannot download {what} {hub_id}: HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is "
+                                      f"set and it is not in {where}; {hint}")
     unreachable = probe_hub(hub_id, endpoint=endpoint)
     if unreachable is not None:
         raise WeightsUnavailableError(f"cannot download {what} {hub_id} from {source}: {unreachable}; {hint}")
