@@ -231,3 +231,87 @@ def test_hf_hub_offline_fails_at_once_without_touching_the_endpoint(tmp_path: Pa
     finally:
         server.shutdown()
     assert requests and all(path.startswith("/api/models/facebook/sam2.1-hiera-tiny") for path in requests), requests
+
+
+class _LoopbackHub:
+    """A Hugging Face hub on a loopback port, as much of it as ``snapshot_download`` uses: the revision and the file
+    tree listings, HEAD and GET of ``/<repo>/resolve/<sha>/<file>``. Every request path is recorded."""
+
+    def __init__(self, repo: str, files: dict[str, bytes]) -> None:
+        import hashlib
+        import http.server
+        import threading
+
+        sha = hashlib.sha1(repo.encode()).hexdigest()
+        self.requests: list[str] = []
+        hub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _reply(self, body: bytes | None) -> None:
+                hub.requests.append(f"{self.command} {self.path}")
+                path = self.path.split("?")[0]
+                if path in (f"/api/models/{repo}", f"/api/models/{repo}/revision/main"):
+                    data = json.dumps({"id": repo, "sha": sha, "private": False,
+                                       "siblings": [{"rfilename": name} for name in files]}).encode()
+                    headers = {"Content-Type": "application/json"}
+                elif path == f"/api/models/{repo}/tree/{sha}":
+                    data = json.dumps([{"type": "file", "path": name, "size": len(content),
+                                        "oid": hashlib.sha1(content).hexdigest()}
+                                       for name, content in files.items()]).encode()
+                    headers = {"Content-Type": "application/json"}
+                elif path.startswith(f"/{repo}/resolve/") and path.rsplit("/", 1)[-1] in files:
+                    data = files[path.rsplit("/", 1)[-1]]
+                    headers = {"X-Repo-Commit": sha, "ETag": f'"{hashlib.sha256(data).hexdigest()}"'}
+                else:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                for key, value in {**headers, "Content-Length": str(len(data))}.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                if body is not None:
+                    self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's names
+                self._reply(b"")
+
+            def do_HEAD(self) -> None:  # noqa: N802
+                self._reply(None)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_downloaded_snapshot_is_loaded_again_without_the_hub(families: dict[str, Any], tmp_path: Path) -> None:
+    """Regression (42a2cf7): huggingface_hub 2.x judged a cached snapshot incomplete unless it was looked up with the
+    download's allow_patterns, so every load went back to the hub and, offline, the downloaded weights were refused.
+    A real download from a loopback hub whose repository also holds files the download skips."""
+    family, _stored = families[SAM_HQ]
+    saved = tmp_path / "saved"
+    family.model.save_pretrained(saved)
+    files = {path.name: path.read_bytes() for path in saved.iterdir()}
+    files["pytorch_model.bin"] = b"not downloaded: *.safetensors is enough"
+    files["README.md"] = b"# a model card, not downloaded"
+    hub = _LoopbackHub("test-owner/sam-hq-tiny", files)
+    try:
+        config = _config(SAM_HQ, "test-owner/sam-hq-tiny", weights_dir=tmp_path / "weights", download_url=hub.url)
+        first = load_family(config)
+        downloads = [request for request in hub.requests if "/resolve/" in request and request.startswith("GET")]
+        assert sorted(request.rsplit("/", 1)[-1] for request in downloads) == sorted(
+            name for name in files if name.endswith((".json", ".safetensors")))
+        hub.requests.clear()
+        again = load_family(config)
+        assert hub.requests == []  # found in the cache: not a request
+    finally:
+        hub.close()
+    offline = load_family(config.model_copy(update={"download_url": "http://127.0.0.1:9"}))  # the hub is gone
+    assert first.name == again.name == offline.name == SAM_HQ
