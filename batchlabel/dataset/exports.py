@@ -224,8 +224,7 @@ class ExportRenderer:
         self._where: dict[int, tuple[int, int]] = {}  # task id -> (offset, length) in the spool
         self._names: dict[int, str] = {}
         self._pool: Any = None
-        self._pending: deque[Any] = deque()
-        self.rendered_here = 0
+        self._pending: deque[tuple[Any, RenderJob]] = deque()  # (future, its job) in submission order
 
     @property
     def active(self) -> bool:
@@ -260,14 +259,37 @@ class ExportRenderer:
             crops.append(crop)
         job = RenderJob(task_id, name, height, width, tuple(items), self.formats, self.tolerance_px, self.stage)
         if to_worker:
-            self._pending.append(self._pool.submit(render_image, job))
-        else:
-            self._store(render_image(job, crops))
-            self.rendered_here += 1
+            from concurrent.futures.process import BrokenProcessPool
+
+            try:
+                self._pending.append((self._pool.submit(render_image, job), job))
+                return
+            except BrokenProcessPool:
+                self._worker_lost()
+        self._store(render_image(job, crops))
 
     def _collect(self, *, block: bool) -> None:
-        while self._pending and (block or self._pending[0].done()):
-            self._store(self._pending.popleft().result())
+        from concurrent.futures import CancelledError
+        from concurrent.futures.process import BrokenProcessPool
+
+        while self._pending and (block or self._pending[0][0].done()):
+            future, job = self._pending.popleft()
+            try:
+                rendered = future.result()
+            except (BrokenProcessPool, CancelledError):  # a worker was killed (out of memory?): rendered here
+                self._worker_lost()
+                rendered = render_image(job)  # its masks travel packed in the job
+            self._store(rendered)
+
+    def _worker_lost(self) -> None:
+        """A worker process died: render everything from now on in this process."""
+        if self._workers:
+            log.warning("an export worker process died (killed, or out of memory?); the build goes on in this "
+                        "process, more slowly")
+        self._workers = 0
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _store(self, rendered: RenderedImage) -> None:
         data = pickle.dumps(rendered, protocol=pickle.HIGHEST_PROTOCOL)
@@ -303,7 +325,7 @@ class ExportRenderer:
     def shutdown(self) -> None:
         """Stop the worker processes (also after a failure; what they were rendering is dropped)."""
         if self._pool is not None:
-            for future in self._pending:
+            for future, _job in self._pending:
                 future.cancel()
             self._pending.clear()
             self._pool.shutdown(wait=True, cancel_futures=True)

@@ -418,3 +418,44 @@ def test_a_full_disk_is_a_clear_error_of_the_command_not_a_traceback(
     error = capsys.readouterr().err
     assert code == 2 and "No space left on device" in error and "is unchanged" in error and "Traceback" not in error
     assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # nothing half-written
+
+
+def test_a_killed_export_worker_leaves_the_build_to_this_process(
+    tmp_path: Path, corpus: tuple[Path, Path, dict], all_formats: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGKILL of the worker process mid-build (what the kernel's OOM killer does): the build goes on in this process
+    and writes the same files as a build without workers."""
+    import logging
+    import signal
+    import threading
+
+    import psutil
+
+    me = psutil.Process()
+    killed: list[int] = []
+
+    def kill_the_worker() -> None:
+        for _ in range(600):
+            children = [child for child in me.children(recursive=True)
+                        if "spawn_main" in " ".join(child.cmdline()) and "resource_tracker" not in
+                        " ".join(child.cmdline())]
+            if children:
+                for child in children:
+                    os.kill(child.pid, signal.SIGKILL)
+                    killed.append(child.pid)
+                return
+            threading.Event().wait(0.01)
+
+    killer = threading.Thread(target=kill_the_worker)
+    killer.start()
+    with caplog.at_level(logging.WARNING, logger="batchlabel.dataset.exports"):
+        out = _build(tmp_path, corpus, ALL_FORMATS, export_workers=1)
+    killer.join()
+    assert killed, "no worker process appeared"
+    assert "export worker process died" in caplog.text
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+                if p.is_file() and p.name != "manifest.json" and p.suffix != ".py" and p.name != "data.yaml"}
+
+    assert files(out) == files(all_formats)
