@@ -256,6 +256,8 @@ def join_rings(
     dense = ([_densify(ring) for ring in rings] if part_pixels is not None
              else [(ring, np.ones(len(ring), dtype=bool)) for ring in rings])
     points = [ring_points for ring_points, _ in dense]
+    if len(rings) == 2:  # the common case (a part and its hole, two parts), without the tree's bookkeeping
+        return _join_two(dense, root, part_pixels)
     left_out: list[int] = []
     if len(rings) <= MAX_TREE_RINGS:
         attachments, left_out = _spanning_tree(points, part_pixels, root)
@@ -271,6 +273,43 @@ def join_rings(
         points[root] = dense[root][0]
         attachments = _star(points, root)
     return JoinedRing(_walk(dense, root, attachments), tuple(left_out))
+
+
+def _join_two(
+    dense: list[tuple[np.ndarray, np.ndarray]], root: int, part_pixels: list[int] | None
+) -> JoinedRing:
+    """:func:`join_rings` of two rings: the same ring :func:`_walk` makes of the one cut between their nearest
+    points (walk ``root`` to its point, all of the other from its point back to it, back along the cut, on)."""
+    (first, first_own), (second, second_own) = dense[root], dense[1 - root]
+    first_cells, second_cells = np.floor(first).astype(np.int32), np.floor(second).astype(np.int32)
+    # for each point of the other ring its nearest point of ``root`` (the first on ties), then the other's nearest
+    # point overall (the first on ties): the cut the spanning tree picks
+    nearest_distance = np.full(len(second), np.iinfo(np.int32).max, dtype=np.int32)
+    nearest_point = np.zeros(len(second), dtype=np.int64)
+    rows = max(1, _DISTANCE_BLOCK // len(second))  # bounds the distance matrix's memory
+    for start in range(0, len(first), rows):
+        chunk = first_cells[start : start + rows]
+        distances = np.maximum(np.abs(chunk[:, 0, None] - second_cells[None, :, 0]),
+                               np.abs(chunk[:, 1, None] - second_cells[None, :, 1]))
+        best = distances.argmin(axis=0)
+        best_distance = distances[best, np.arange(len(second))]
+        closer = best_distance < nearest_distance
+        nearest_distance[closer] = best_distance[closer]
+        nearest_point[closer] = start + best[closer]
+    j = int(nearest_distance.argmin())
+    distance, i = int(nearest_distance[j]), int(nearest_point[j])
+    if part_pixels is not None and max(distance - 1, 0) > part_pixels[1 - root]:
+        return JoinedRing(first[first_own], (1 - root,))
+    first_keep, second_keep = first_own.copy(), second_own.copy()
+    first_keep[i] = second_keep[j] = True
+    order = np.roll(np.arange(len(second)), -j)
+    return JoinedRing(np.concatenate([
+        first[: i + 1][first_keep[: i + 1]],
+        second[order[second_keep[order]]],
+        second[j : j + 1],  # the other ring closes where it started
+        first[i : i + 1],  # back along the cut
+        first[i + 1 :][first_keep[i + 1 :]],
+    ]))
 
 
 def _densify(ring: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
