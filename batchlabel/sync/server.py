@@ -276,7 +276,7 @@ class EmbeddedLabelStudio:
             log.info("%s: pid %d is no longer Label Studio on %s; removed", self.pid_path, pid, self.data_dir)
             self.pid_path.unlink(missing_ok=True)
             return
-        if owner != os.getpid() and process_alive(owner):
+        if owner != os.getpid() and may_own(owner, self.pid_path):  # not a pid reused since the file was written
             raise LabelStudioStartError(
                 f"the Label Studio of {self.data_dir} (pid {pid}, port {port}) belongs to batchlabel process {owner}, "
                 "which is still running: stop that one first (Ctrl-C), or use another cache.dir"

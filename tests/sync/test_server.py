@@ -106,12 +106,13 @@ def _server(base: Path, port: int | None) -> EmbeddedLabelStudio:
 def test_a_server_left_by_a_killed_batchlabel_is_found_and_stopped(tmp_path: Path) -> None:
     """The `up` behaviour of issue 21: a batchlabel process SIGKILLed leaves its Label Studio running in its own
     session, holding the port; the next start on that data dir finds it by the pid file, checks that pid is Label
-    Studio on this data dir, stops it and starts on the same port. While its batchlabel still runs, a second start is
-    refused, naming both pids."""
+    Studio on this data dir, stops it and starts on the same port (also when the dead batchlabel's pid now belongs to
+    a later process). While its batchlabel still runs, a second start is refused, naming both pids."""
     port = find_free_port()
     parent = subprocess.Popen([sys.executable, "-c", _UP_LIKE, str(tmp_path), str(port)], stdout=subprocess.PIPE,
                               text=True)
     orphan = 0
+    reuser: subprocess.Popen[bytes] | None = None
     try:
         url, pid = parent.stdout.readline().split()  # type: ignore[union-attr]
         orphan = int(pid)
@@ -123,6 +124,11 @@ def test_a_server_left_by_a_killed_batchlabel_is_found_and_stopped(tmp_path: Pat
         parent.kill()
         parent.wait(timeout=30)
         assert _healthy(url), "Label Studio survives its batchlabel's SIGKILL (its own session)"
+        # the dead owner's pid reused by a process that started after the file was written: not an owner
+        reuser = subprocess.Popen(["sleep", "60"])
+        pid_path = tmp_path / "ls-data" / PID_FILE
+        pid_path.write_text(json.dumps({**recorded, "owner_pid": reuser.pid}))
+        os.utime(pid_path, (time.time() - 3600, time.time() - 3600))
 
         again = _server(tmp_path, port)
         again.start()
@@ -134,6 +140,9 @@ def test_a_server_left_by_a_killed_batchlabel_is_found_and_stopped(tmp_path: Pat
         assert not again.pid_path.exists()
     finally:
         parent.kill()
+        if reuser is not None:
+            reuser.kill()
+            reuser.wait()
         if orphan:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(orphan, signal.SIGKILL)
