@@ -203,7 +203,7 @@ class ExportRenderer:
 
     ``workers``: worker processes; ``None``: :func:`default_export_workers`, started once
     :data:`PARALLEL_EXPORT_MIN_IMAGES` tasks were rendered here. The output does not depend on where a task was
-    rendered. Call :meth:`render` per task, :meth:`finish`, then :meth:`get` per task; :meth:`shutdown` always.
+    rendered. Call :meth:`render` per task, :meth:`finish`, then :meth:`get` per task; :meth:`close` always.
     """
 
     def __init__(self, stage: Path, work: Path, formats: Sequence[str], *, tolerance_px: float,
