@@ -65,11 +65,13 @@ def yolo_line(class_index: int, polygon: np.ndarray, width: int, height: int) ->
 
     Coordinates are clipped to [0, 1] (Ultralytics refuses a label outside the image).
     """
-    from batchlabel.formats.grid_text import quarter_steps, step_texts
+    from batchlabel.formats.grid_text import quarter_steps, step_texts, table_pays_off
 
     pixels = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
     steps_x, steps_y = quarter_steps(pixels[:, 0], width), quarter_steps(pixels[:, 1], height)
-    if steps_x is not None and steps_y is not None:  # traced outlines: the same text from a table, faster
+    pays_off = (table_pays_off(len(pixels), width, divisor=width, style="fixed6")
+                & table_pays_off(len(pixels), height, divisor=height, style="fixed6"))  # both counted
+    if steps_x is not None and steps_y is not None and pays_off:  # traced outlines: the same text from a table
         texts = np.empty(2 * len(pixels), dtype=object)
         texts[0::2] = step_texts(steps_x, divisor=width, style="fixed6")
         texts[1::2] = step_texts(steps_y, divisor=height, style="fixed6")
