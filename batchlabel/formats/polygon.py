@@ -284,18 +284,7 @@ def _join_two(
     first_cells, second_cells = np.floor(first).astype(np.int32), np.floor(second).astype(np.int32)
     # for each point of the other ring its nearest point of ``root`` (the first on ties), then the other's nearest
     # point overall (the first on ties): the cut the spanning tree picks
-    nearest_distance = np.full(len(second), np.iinfo(np.int32).max, dtype=np.int32)
-    nearest_point = np.zeros(len(second), dtype=np.int64)
-    rows = max(1, _DISTANCE_BLOCK // len(second))  # bounds the distance matrix's memory
-    for start in range(0, len(first), rows):
-        chunk = first_cells[start : start + rows]
-        distances = np.maximum(np.abs(chunk[:, 0, None] - second_cells[None, :, 0]),
-                               np.abs(chunk[:, 1, None] - second_cells[None, :, 1]))
-        best = distances.argmin(axis=0)
-        best_distance = distances[best, np.arange(len(second))]
-        closer = best_distance < nearest_distance
-        nearest_distance[closer] = best_distance[closer]
-        nearest_point[closer] = start + best[closer]
+    nearest_distance, nearest_point = _nearest_cells(second_cells, first_cells)
     j = int(nearest_distance.argmin())
     distance, i = int(nearest_distance[j]), int(nearest_point[j])
     if part_pixels is not None and max(distance - 1, 0) > part_pixels[1 - root]:
@@ -333,7 +322,6 @@ def _spanning_tree(
     rings left out (``part_pixels`` given: those whose cut would draw more background pixels than they cover).
     """
     cells = np.floor(np.concatenate(rings)).astype(np.int32)  # the pixel each point is drawn at
-    cells_x, cells_y = np.ascontiguousarray(cells[:, 0]), np.ascontiguousarray(cells[:, 1])
     starts = np.concatenate([[0], np.cumsum([len(ring) for ring in rings])])
     owner = np.repeat(np.arange(len(rings)), np.diff(starts))
     distance = np.full(len(cells), np.iinfo(np.int32).max, dtype=np.int32)  # to the nearest joined point
@@ -345,17 +333,10 @@ def _spanning_tree(
         candidates = np.flatnonzero(open_points)
         if not len(candidates):
             return
-        joined_x, joined_y = cells_x[starts[k] : starts[k + 1]], cells_y[starts[k] : starts[k + 1]]
-        rows = max(1, _DISTANCE_BLOCK // len(joined_x))  # bounds the distance matrix's memory
-        for chunk_start in range(0, len(candidates), rows):
-            chunk = candidates[chunk_start : chunk_start + rows]
-            new = np.maximum(np.abs(cells_x[chunk, None] - joined_x[None, :]),
-                             np.abs(cells_y[chunk, None] - joined_y[None, :]))
-            best = new.argmin(axis=1)
-            best_distance = new[np.arange(len(chunk)), best]
-            closer = best_distance < distance[chunk]
-            distance[chunk[closer]] = best_distance[closer]
-            nearest[chunk[closer]] = starts[k] + best[closer]
+        new_distance, new_nearest = _nearest_cells(cells[candidates], cells[starts[k] : starts[k + 1]])
+        closer = new_distance < distance[candidates]
+        distance[candidates[closer]] = new_distance[closer]
+        nearest[candidates[closer]] = starts[k] + new_nearest[closer]
 
     absorb(root)
     pixels = None if part_pixels is None else np.asarray(part_pixels, dtype=np.int64)
@@ -382,23 +363,30 @@ def _spanning_tree(
 def _star(rings: list[np.ndarray], root: int) -> dict[int, tuple[int, int, int]]:
     """Every ring cut straight to its nearest point of ``root`` (attachments as :func:`_spanning_tree` returns)."""
     target = np.floor(rings[root]).astype(np.int32)
-    target_x, target_y = target[:, 0], target[:, 1]
-    rows = max(1, _DISTANCE_BLOCK // len(target))
     attachments: dict[int, tuple[int, int, int]] = {}
     for k, ring in enumerate(rings):
-        if k == root:
-            continue
-        cells = np.floor(ring).astype(np.int32)
-        best = (np.iinfo(np.int32).max, 0, 0)
-        for chunk_start in range(0, len(cells), rows):
-            chunk = cells[chunk_start : chunk_start + rows]
-            distances = np.maximum(np.abs(chunk[:, 0, None] - target_x[None, :]),
-                                   np.abs(chunk[:, 1, None] - target_y[None, :]))
-            own, other = divmod(int(distances.argmin()), len(target))
-            if distances[own, other] < best[0]:
-                best = (int(distances[own, other]), chunk_start + own, other)
-        attachments[k] = (best[1], root, best[2])
+        if k != root:
+            distance, nearest = _nearest_cells(np.floor(ring).astype(np.int32), target)
+            own = int(distance.argmin())
+            attachments[k] = (own, root, int(nearest[own]))
     return attachments
+
+
+def _nearest_cells(queries: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each query pixel ((Q, 2) int XY) the Chebyshev distance to its nearest target pixel ((T, 2) int XY) and
+    that target's index (the first on ties): ``((Q,) int32, (Q,) int64)``, computed :data:`_DISTANCE_BLOCK` pairs at a
+    time."""
+    distance = np.empty(len(queries), dtype=np.int32)
+    index = np.empty(len(queries), dtype=np.int64)
+    rows = max(1, _DISTANCE_BLOCK // len(targets))  # bounds the distance matrix's memory
+    for start in range(0, len(queries), rows):
+        chunk = queries[start : start + rows]
+        distances = np.maximum(np.abs(chunk[:, 0, None] - targets[None, :, 0]),
+                               np.abs(chunk[:, 1, None] - targets[None, :, 1]))
+        best = distances.argmin(axis=1)
+        index[start : start + len(chunk)] = best
+        distance[start : start + len(chunk)] = distances[np.arange(len(chunk)), best]
+    return distance, index
 
 
 def _walk(
