@@ -24,6 +24,7 @@ from batchlabel.sync.server import (
     LabelStudioStartError,
     ensure_template,
     find_free_port,
+    process_alive,
 )
 
 pytestmark = pytest.mark.labelstudio
@@ -89,15 +90,6 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat").read_text() if Path(f"/proc/{pid}/stat").exists() else ""
-    return not stat or stat[stat.rindex(")") + 2] != "Z"
-
-
 def _server(base: Path, port: int | None) -> EmbeddedLabelStudio:
     return EmbeddedLabelStudio(data_dir=base / "ls-data", document_root=base / "root",
                                credentials=TEMPLATE_CREDENTIALS, template_dir=ensure_template(), port=port)
@@ -133,7 +125,7 @@ def test_a_server_left_by_a_killed_batchlabel_is_found_and_stopped(tmp_path: Pat
         again = _server(tmp_path, port)
         again.start()
         try:
-            assert not _alive(orphan) and again.url == f"http://127.0.0.1:{port}" and _healthy(again.url)
+            assert not process_alive(orphan) and again.url == f"http://127.0.0.1:{port}" and _healthy(again.url)
             assert json.loads(again.pid_path.read_text())["owner_pid"] == os.getpid()
         finally:
             again.stop()
