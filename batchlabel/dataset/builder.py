@@ -307,14 +307,7 @@ def _build(
         polygon_tolerance_px=config.preannotate.polygon_tolerance_px,
         box_masker=box_masker,
     )
-    findings = _Findings()
-    failures: list[str] = []
-    counts: Counter[str] = Counter()
-    entries: dict[int, _Entry] = {}
-    fingerprint_entries: list[tuple[Any, ...]] = []
-    model_versions: Counter[str] = Counter()
     spool_path = work / "spool.jsonl"
-
     stage = out.parent / f".{out.name}.partial-{os.getpid()}"
     if stage.exists():
         shutil.rmtree(stage)
@@ -327,64 +320,10 @@ def _build(
 
                 renderer = ExportRenderer(stage, work, options.formats, tolerance_px=options.polygon_tolerance_px,
                                           workers=options.export_workers)
-            for task in iter_export_tasks(source.path):
-                counts["tasks"] += 1
-                task_id = task.get("id")
-                annotation = _selected_or_none(task)
-                fingerprint_entries.append(_fingerprint_entry(task, annotation))  # as export_fingerprint computes it
-                try:
-                    annotation = select_annotation(task)
-                    for prediction in task_list(task, "predictions"):
-                        if isinstance(prediction, dict) and prediction.get("model_version"):
-                            model_versions[str(prediction["model_version"])] += 1
-                    if annotation is None:
-                        counts["tasks_unannotated"] += 1
-                        if not options.keep_empty:
-                            continue
-                    converted = converter.convert(task, annotation)
-                except DatasetError as error:
-                    failures.append(str(error))
-                    log.error("%s", error)
-                    continue
-                for finding in converted.findings:
-                    findings.add(finding)
-                if not converted.objects:
-                    if annotation is not None:
-                        counts["tasks_annotated_empty"] += 1
-                    if not options.keep_empty:
-                        continue
-                if converted.task_id in entries:
-                    failures.append(f"task {converted.task_id}: appears twice in the export")
-                    continue
-                line = json.dumps(
-                    [[obj.category_id, obj.segmentation, obj.area, obj.bbox] for obj in converted.objects],
-                    separators=(",", ":"),
-                ).encode() + b"\n"
-                offset = spool.tell()
-                spool.write(line)
-                entries[converted.task_id] = _Entry(
-                    converted.task_id, converted.rel_path, converted.path, converted.width, converted.height,
-                    converted.annotation, frozenset(obj.category_id for obj in converted.objects),
-                    len(converted.objects), offset, len(line),
-                )
-                if renderer is not None:
-                    renderer.render(converted.task_id, converted.rel_path, converted.height, converted.width,
-                                    converted.objects)
+            done = _convert_tasks(source, options, converter, spool, renderer)
             if renderer is not None:
                 renderer.finish()
-
-            # the same file in several tasks: keep the lowest task id (one images entry per file)
-            by_path: dict[str, int] = {}
-            for task_id in sorted(entries):
-                rel = entries[task_id].rel_path
-                if rel in by_path:
-                    findings.add(Finding(
-                        "duplicate_image", task_id,
-                        f"task {task_id}: image {rel} is also task {by_path[rel]}; task {task_id} skipped",
-                    ))
-                    del entries[task_id]
-                else:
-                    by_path[rel] = task_id
+            entries, counts, failures = done.entries, done.counts, done.failures
             if not entries:
                 raise DatasetError(
                     f"nothing to build: {counts['tasks']} tasks, {counts['tasks_unannotated']} without annotations, "
@@ -396,13 +335,12 @@ def _build(
 
             split = split_images({tid: e.categories for tid, e in entries.items()},
                                  val_fraction=options.val_fraction, seed=options.seed)
-            val_ids = set(split.val)
             manifest_images, per_class, ann_total, written = _write_files(
-                stage, out, spool, entries, val_ids, labels, options, findings, renderer
+                stage, out, spool, entries, set(split.val), labels, options, done.findings, renderer
             )
             report = _finish(config, options, source, labels, out, stage, entries, split, per_class, ann_total,
-                             counts, findings, failures, fingerprint_entries, model_versions, manifest_images,
-                             written)
+                             counts, done.findings, failures, done.fingerprint_entries, done.model_versions,
+                             manifest_images, written)
             if renderer is not None:
                 renderer.close()
             _move_into_place(stage, out)
@@ -412,6 +350,82 @@ def _build(
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return report
+
+
+@dataclass
+class _Converted:
+    """What the conversion pass leaves: the images kept (``entries``, their objects in the spool) and the tallies."""
+
+    entries: dict[int, _Entry] = field(default_factory=dict)
+    counts: Counter[str] = field(default_factory=Counter)
+    findings: _Findings = field(default_factory=_Findings)
+    failures: list[str] = field(default_factory=list)
+    fingerprint_entries: list[tuple[Any, ...]] = field(default_factory=list)
+    model_versions: Counter[str] = field(default_factory=Counter)
+
+
+def _convert_tasks(
+    source: ExportSource, options: BuildOptions, converter: TaskConverter, spool: Any, renderer: Any | None
+) -> _Converted:
+    """Convert every task of the export into ``spool`` (one JSON line of objects per image) and, with other formats,
+    hand it to ``renderer``; then drop the tasks whose image file is another task's."""
+    done = _Converted()
+    for task in iter_export_tasks(source.path):
+        done.counts["tasks"] += 1
+        annotation = _selected_or_none(task)
+        done.fingerprint_entries.append(_fingerprint_entry(task, annotation))  # as export_fingerprint computes it
+        try:
+            annotation = select_annotation(task)
+            for prediction in task_list(task, "predictions"):
+                if isinstance(prediction, dict) and prediction.get("model_version"):
+                    done.model_versions[str(prediction["model_version"])] += 1
+            if annotation is None:
+                done.counts["tasks_unannotated"] += 1
+                if not options.keep_empty:
+                    continue
+            converted = converter.convert(task, annotation)
+        except DatasetError as error:
+            done.failures.append(str(error))
+            log.error("%s", error)
+            continue
+        for finding in converted.findings:
+            done.findings.add(finding)
+        if not converted.objects:
+            if annotation is not None:
+                done.counts["tasks_annotated_empty"] += 1
+            if not options.keep_empty:
+                continue
+        if converted.task_id in done.entries:
+            done.failures.append(f"task {converted.task_id}: appears twice in the export")
+            continue
+        line = json.dumps(
+            [[obj.category_id, obj.segmentation, obj.area, obj.bbox] for obj in converted.objects],
+            separators=(",", ":"),
+        ).encode() + b"\n"
+        offset = spool.tell()
+        spool.write(line)
+        done.entries[converted.task_id] = _Entry(
+            converted.task_id, converted.rel_path, converted.path, converted.width, converted.height,
+            converted.annotation, frozenset(obj.category_id for obj in converted.objects),
+            len(converted.objects), offset, len(line),
+        )
+        if renderer is not None:
+            renderer.render(converted.task_id, converted.rel_path, converted.height, converted.width,
+                            converted.objects)
+
+    # the same file in several tasks: keep the lowest task id (one images entry per file)
+    by_path: dict[str, int] = {}
+    for task_id in sorted(done.entries):
+        rel = done.entries[task_id].rel_path
+        if rel in by_path:
+            done.findings.add(Finding(
+                "duplicate_image", task_id,
+                f"task {task_id}: image {rel} is also task {by_path[rel]}; task {task_id} skipped",
+            ))
+            del done.entries[task_id]
+        else:
+            by_path[rel] = task_id
+    return done
 
 
 def _write_files(
