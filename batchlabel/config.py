@@ -573,6 +573,14 @@ def default_weights_dir() -> Path:
     return user_cache_home() / "batchlabel" / "weights"
 
 
+def cpu_cores() -> int:
+    """Cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def label_studio_venv_override() -> Path | None:
     """``$BATCHLABEL_LABEL_STUDIO_VENV`` as a path, ``None`` when unset or empty."""
     value = os.environ.get(LABEL_STUDIO_VENV_VARIABLE)

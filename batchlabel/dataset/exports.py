@@ -58,8 +58,9 @@ PENDING_LABELS = ".yolo-labels"
 
 def default_export_workers() -> int:
     """One worker per CPU core besides this process's (which renders too), at most :data:`MAX_EXPORT_WORKERS`."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(cores - 1, MAX_EXPORT_WORKERS)
+    from batchlabel.config import cpu_cores
+
+    return min(cpu_cores() - 1, MAX_EXPORT_WORKERS)
 
 
 class ImagePlacer:

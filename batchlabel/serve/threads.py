@@ -10,22 +10,15 @@ count is set on the worker thread around each piece of work.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from batchlabel.config import cpu_cores
+
 #: Intra-op threads for one interactive decode when others are in flight (the minimum share).
 DECODE_THREADS = 1
-
-
-def cpu_cores() -> int:
-    """Cores this process may run on (its CPU affinity), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def share(free: int, waiting: int, want: int) -> int:
