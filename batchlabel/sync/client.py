@@ -449,17 +449,18 @@ def push_predictions(
 
 def delete_prediction(ls: LabelStudio, prediction_id: int, *, policy: RetryPolicy = RetryPolicy()) -> None:
     """Delete one prediction (already gone is fine)."""
-    try:
-        request_json(ls, "DELETE", f"api/predictions/{prediction_id}", policy=policy)
-    except LabelStudioError as error:
-        if error.status != 404:
-            raise
+    _delete(ls, f"api/predictions/{prediction_id}", policy)
 
 
 def delete_task(ls: LabelStudio, task_id: int, *, policy: RetryPolicy = RetryPolicy()) -> None:
     """Delete one task with its predictions (already gone is fine)."""
+    _delete(ls, f"api/tasks/{task_id}", policy)
+
+
+def _delete(ls: LabelStudio, path: str, policy: RetryPolicy) -> None:
+    """DELETE ``path``; a 404 (already gone) is not an error."""
     try:
-        request_json(ls, "DELETE", f"api/tasks/{task_id}", policy=policy)
+        request_json(ls, "DELETE", path, policy=policy)
     except LabelStudioError as error:
         if error.status != 404:
             raise
